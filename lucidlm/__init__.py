@@ -1,0 +1,48 @@
+"""lucidlm: a readable transformer language-model stack.
+
+    model, tokenizer = lucidlm.load()            # the default model, or a GGUF / HF folder / hub id
+    logits = model(input_ids)                     # (B, T, V)
+
+Importing lucidlm is cheap and has no side effects: the names below load their modules on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Config": "lucidlm.config",
+    "PRESETS": "lucidlm.config",
+    "LucidError": "lucidlm.errors",
+    "Tokenizer": "lucidlm.tokenizer",
+    "CharTokenizer": "lucidlm.tokenizer",
+    "StreamingDetokenizer": "lucidlm.tokenizer",
+    "Transformer": "lucidlm.model",
+    "KVCache": "lucidlm.model",
+    "SlidingKVCache": "lucidlm.model",
+    "load": "lucidlm.weights",
+    "save": "lucidlm.weights",
+    "export_hf": "lucidlm.weights",
+    "default_model_path": "lucidlm.weights",
+    "generate": "lucidlm.generate",
+    "stream_generate": "lucidlm.generate",
+    "batch_generate": "lucidlm.generate",
+    "make_sampler": "lucidlm.generate",
+    "make_logits_processors": "lucidlm.generate",
+}
+
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lucidlm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,331 @@
+"""`lucidlm chat`: a multi-turn conversation in the terminal, streamed token by token.
+
+The conversation is a list of messages rendered by the model's chat template each turn. A
+PromptCache keeps the KV cache of everything said so far, so a turn only computes its new tokens.
+Ctrl-C stops an answer (the session goes on); Ctrl-D or /exit ends the session. With stdin not a
+terminal, every line is a turn and the answers go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import torch
+
+from .errors import LucidError
+from .generate import PromptCache, make_logits_processors, make_sampler, stream_generate
+from .generate.sampler import check_sampling
+
+HELP = """commands:
+  /help                 this list
+  /reset                forget the conversation (keeps the system message)
+  /system TEXT          set the system message
+  /retry                sample the last answer again
+  /undo                 remove the last question and its answer
+  /save FILE            write the conversation as JSON
+  /load FILE            read a conversation written by /save
+  /set NAME VALUE       change a setting: temp, top_k, top_p, min_p, repetition_penalty,
+                        presence_penalty, frequency_penalty, max_tokens, seed
+  /settings             show the settings
+  /stats                cached tokens, what the last turn computed, speeds
+  /exit                 end the session (Ctrl-D works too)
+Ctrl-C stops the current answer."""
+
+SETTINGS = {"temp": float, "top_k": int, "top_p": float, "min_p": float, "repetition_penalty": float,
+            "presence_penalty": float, "frequency_penalty": float, "max_tokens": int, "seed": int}
+
+
+class ChatSession:
+    """The conversation, its settings and its KV cache; independent of the terminal."""
+
+    def __init__(self, model, tokenizer, system: str | None = None, temp: float = 0.7, top_k: int = 0,
+                 top_p: float = 0.9, min_p: float = 0.0, repetition_penalty: float = 1.1,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0, max_tokens: int = 512,
+                 seed: int | None = None, stop: list[str] | None = None) -> None:
+        if tokenizer is None:
+            raise LucidError("this model has no tokenizer, so it cannot chat")
+        self.model, self.tokenizer = model, tokenizer
+        self.system = system
+        self.messages: list[dict[str, str]] = []
+        self.settings: dict[str, Any] = dict(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                                             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                             frequency_penalty=frequency_penalty, max_tokens=max_tokens, seed=seed)
+        self.stop = list(stop or [])
+        self._check(self.settings)
+        self.cache = PromptCache(model)
+        self._reseed()
+        self.last: dict[str, Any] = {}
+
+    # --- settings ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check(settings: dict[str, Any]) -> None:
+        check_sampling(settings["temp"], settings["top_k"], settings["top_p"], settings["min_p"])
+        if settings["max_tokens"] < 1:
+            raise LucidError(f"max_tokens must be at least 1 (got {settings['max_tokens']})")
+        if settings["repetition_penalty"] <= 0:
+            raise LucidError(f"repetition_penalty must be > 0 (got {settings['repetition_penalty']})")
+
+    def _reseed(self) -> None:
+        seed = self.settings["seed"]
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def set(self, name: str, value: str) -> None:
+        name = name.replace("-", "_")
+        if name == "temperature":
+            name = "temp"
+        if name not in SETTINGS:
+            raise LucidError(f"unknown setting {name!r} (known: {', '.join(SETTINGS)})")
+        try:
+            parsed = SETTINGS[name](value)
+        except ValueError:
+            raise LucidError(f"{name} needs a {SETTINGS[name].__name__}, got {value!r}") from None
+        updated = {**self.settings, name: parsed}
+        self._check(updated)
+        self.settings = updated
+        if name == "seed":
+            self._reseed()
+
+    # --- the conversation ----------------------------------------------------------------------
+
+    def conversation(self) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.messages
+
+    def reply(self, user_text: str | None, write: Callable[[str], None]) -> str:
+        """Answer user_text (None: answer the conversation as it stands, for /retry), streaming
+        through write(). Ctrl-C stops the answer; what was said so far is kept."""
+        if user_text is not None:
+            if not user_text.strip():
+                raise LucidError("empty message")
+            self.messages.append({"role": "user", "content": user_text})
+        try:
+            ids = self.tokenizer.apply_chat_template(self.conversation(), add_generation_prompt=True)
+        except LucidError:
+            if user_text is not None:
+                self.messages.pop()
+            raise
+        s = self.settings
+        pieces: list[str] = []
+        response = None
+        start = time.perf_counter()
+        try:
+            for response in stream_generate(
+                    self.model, self.tokenizer, ids, max_tokens=s["max_tokens"],
+                    sampler=make_sampler(s["temp"], s["top_k"], s["top_p"], s["min_p"]),
+                    logits_processors=make_logits_processors(repetition_penalty=s["repetition_penalty"],
+                                                             presence_penalty=s["presence_penalty"],
+                                                             frequency_penalty=s["frequency_penalty"]),
+                    stop=self.stop, prompt_cache=self.cache, generator=self.generator):
+                pieces.append(response.text)
+                write(response.text)
+            interrupted = False
+        except KeyboardInterrupt:
+            interrupted = True
+        except LucidError:
+            if user_text is not None:
+                self.messages.pop()
+            raise
+        answer = "".join(pieces)
+        self.messages.append({"role": "assistant", "content": answer})
+        self.last = {
+            "prompt_tokens": len(ids), "prefilled": self.cache.last_prefill, "reused": self.cache.reused,
+            "generated": response.generation_tokens if response else 0,
+            "prompt_tps": response.prompt_tps if response else 0.0,
+            "generation_tps": response.generation_tps if response else 0.0,
+            "finish": "interrupted" if interrupted else (response.finish_reason if response else None),
+            "seconds": time.perf_counter() - start,
+        }
+        return answer
+
+    def retry(self, write: Callable[[str], None]) -> str:
+        if not self.messages or self.messages[-1]["role"] != "assistant":
+            raise LucidError("nothing to retry yet")
+        self.messages.pop()
+        return self.reply(None, write)
+
+    def undo(self) -> None:
+        if not self.messages:
+            raise LucidError("nothing to undo")
+        if self.messages[-1]["role"] == "assistant":
+            self.messages.pop()
+        if self.messages and self.messages[-1]["role"] == "user":
+            self.messages.pop()
+
+    def reset(self) -> None:
+        self.messages = []
+        self.cache.reset()
+
+    def save(self, path: str) -> None:
+        data = {"system": self.system, "messages": self.messages, "settings": self.settings}
+        tmp = Path(path + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise LucidError(f"cannot write {path}: {exc.strerror}") from None
+
+    def load(self, path: str) -> None:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise LucidError(f"cannot read {path}: {exc.strerror}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LucidError(f"{path} is not a saved conversation (invalid JSON: {exc})") from None
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+                for m in messages):
+            raise LucidError(f"{path} is not a saved conversation (no valid 'messages' list)")
+        system = data.get("system")
+        if system is not None and not isinstance(system, str):
+            raise LucidError(f"{path}: 'system' must be a string")
+        self.system, self.messages = system, messages
+
+    def stats(self) -> str:
+        lines = [f"cached tokens: {len(self.cache.tokens)} (context {self.model.config.context_length})",
+                 f"messages: {len(self.messages)}"]
+        if self.last:
+            l = self.last
+            lines.append(f"last turn: prompt {l['prompt_tokens']} tokens, prefilled {l['prefilled']} new "
+                         f"({l['reused']} reused from the cache) at {l['prompt_tps']:.1f} tok/s; "
+                         f"generated {l['generated']} at {l['generation_tps']:.1f} tok/s ({l['finish']})")
+        return "\n".join(lines)
+
+
+class Repl:
+    """Reads lines, runs commands, streams answers."""
+
+    def __init__(self, session: ChatSession, out: TextIO = sys.stdout, interactive: bool | None = None) -> None:
+        self.session, self.out = session, out
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def say(self, text: str) -> None:
+        self.write(text + "\n")
+
+    def handle(self, line: str) -> bool:
+        """One input line; returns False when the session should end."""
+        s = self.session
+        if not line.startswith("/"):
+            s.reply(line, self.write)
+            self.write("\n" if s.last.get("finish") != "interrupted" else "\n[stopped]\n")
+            return True
+        command, _, rest = line[1:].partition(" ")
+        rest = rest.strip()
+        if command in ("exit", "quit"):
+            return False
+        if command == "help":
+            self.say(HELP)
+        elif command == "reset":
+            s.reset()
+            self.say("[conversation cleared]")
+        elif command == "system":
+            s.system = rest or None
+            self.say(f"[system message {'set' if rest else 'cleared'}]")
+        elif command == "retry":
+            s.retry(self.write)
+            self.write("\n")
+        elif command == "undo":
+            s.undo()
+            self.say("[removed the last exchange]")
+        elif command == "save":
+            if not rest:
+                raise LucidError("usage: /save FILE")
+            s.save(rest)
+            self.say(f"[saved {len(s.messages)} messages to {rest}]")
+        elif command == "load":
+            if not rest:
+                raise LucidError("usage: /load FILE")
+            s.load(rest)
+            self.say(f"[loaded {len(s.messages)} messages from {rest}]")
+        elif command == "set":
+            name, _, value = rest.partition(" ")
+            if not value.strip():
+                raise LucidError("usage: /set NAME VALUE")
+            s.set(name, value.strip())
+            self.say(f"[{name} = {value.strip()}]")
+        elif command == "settings":
+            self.say(", ".join(f"{k}={v}" for k, v in s.settings.items()))
+        elif command == "stats":
+            self.say(s.stats())
+        else:
+            raise LucidError(f"unknown command /{command} (try /help)")
+        return True
+
+    def run(self) -> int:
+        if self.interactive:
+            _enable_line_editing()
+            self.say("lucidlm chat. Type /help for commands, Ctrl-D to quit.")
+        while True:
+            try:
+                line = input("> " if self.interactive else "")
+            except EOFError:
+                if self.interactive:
+                    self.write("\n")
+                return 0
+            except KeyboardInterrupt:
+                self.write("\n(Ctrl-D or /exit to quit)\n")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                if not self.handle(line):
+                    return 0
+            except LucidError as exc:
+                self.say(f"error: {exc}")
+
+
+def _enable_line_editing() -> None:
+    """readline gives arrow-key editing and a history kept across sessions."""
+    try:
+        import atexit
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input still works
+        return
+    history = Path.home() / ".lucidlm_history"
+    try:
+        readline.read_history_file(history)
+    except (OSError, ValueError):
+        pass
+    readline.set_history_length(1000)
+    atexit.register(lambda: _save_history(readline, history))
+
+
+def _save_history(readline, path: Path) -> None:
+    try:
+        readline.write_history_file(path)
+    except OSError:
+        pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import add_model_options, add_sampling_options
+
+    parser.add_argument("--system", "-s", help="system message")
+    add_model_options(parser)
+    add_sampling_options(parser, temp=0.7, top_p=0.9, repetition=1.1, max_tokens=512)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .options import load_from_args
+
+    if args.max_tokens < 1:
+        raise LucidError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    check_sampling(args.temp, args.top_k, args.top_p, args.min_p)
+    model, tokenizer = load_from_args(args)
+    session = ChatSession(model, tokenizer, system=args.system, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
+                          min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                          max_tokens=args.max_tokens, seed=args.seed, stop=args.stop)
+    return Repl(session).run()

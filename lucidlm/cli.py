@@ -1,0 +1,84 @@
+"""`lucidlm <verb>`: the command-line dispatcher. Each verb's arguments live with its module.
+
+A LucidError (a user mistake: a bad flag value, a missing or corrupt file) is printed as one line
+and exits with status 2; no traceback for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> (module, add_arguments, main, one-line help)
+VERBS = {
+    "chat": ("lucidlm.chat", "add_arguments", "main", "multi-turn chat with a model (default: SmolLM2-135M)"),
+    "generate": ("lucidlm.generate.command", "add_arguments", "main", "one completion of a prompt"),
+    "info": ("lucidlm.weights.info", "add_arguments", "main", "describe a model file: architecture, size, tokenizer"),
+    "tokenize": ("lucidlm.tokenizer.commands", "add_tokenize_arguments", "tokenize_main",
+                 "show how text becomes tokens (or --ids for scripts)"),
+    "tokenizer": (None, None, None, "tokenizer tools: `lucidlm tokenizer train`"),
+    "train": ("lucidlm.train.command", "add_train_arguments", "train_main",
+              "train a GPT from scratch or fine-tune one (checkpoints, resume, DDP)"),
+    "data": (None, None, None, "data tools: `lucidlm data show`"),
+}
+SUBVERBS = {
+    ("tokenizer", "train"): ("lucidlm.tokenizer.commands", "add_train_arguments", "train_main",
+                             "learn a byte-level BPE from text files"),
+    ("data", "show"): ("lucidlm.train.command", "add_show_arguments", "show_main",
+                       "show training windows: inputs, shifted targets and masks side by side"),
+}
+
+
+def _add(subparsers, name: str, spec) -> None:
+    module_name, add_name, main_name, help_text = spec
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    module = importlib.import_module(module_name)
+    getattr(module, add_name)(parser)
+    parser.set_defaults(_main=getattr(module, main_name))
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lucidlm", description="A readable transformer language-model stack.")
+    parser.add_argument("--version", action="version", version=f"lucidlm {importlib.import_module('lucidlm').__version__}")
+    subparsers = parser.add_subparsers(title="verbs", metavar="VERB")
+    # Only the chosen verb's module is imported, so `lucidlm info` does not pay for the trainer.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, spec in VERBS.items():
+        if spec[0] is None:
+            group = subparsers.add_parser(name, help=spec[3], description=spec[3])
+            inner = group.add_subparsers(title="commands", metavar="COMMAND")
+            if chosen == name:
+                for (outer, sub), subspec in SUBVERBS.items():
+                    if outer == name:
+                        _add(inner, sub, subspec)
+            group.set_defaults(_main=None, _group=group)
+        elif chosen == name or chosen is None:
+            _add(subparsers, name, spec) if chosen == name else subparsers.add_parser(name, help=spec[3])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import LucidError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    run = getattr(args, "_main", None)
+    if run is None:
+        (getattr(args, "_group", None) or parser).print_help()
+        return 2
+    try:
+        return run(args) or 0
+    except LucidError as exc:
+        print(f"lucidlm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `lucidlm tokenize --ids ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

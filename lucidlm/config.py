@@ -1,0 +1,171 @@
+"""Config: one frozen dataclass that describes every supported transformer by its mechanisms.
+
+No field names a model. GPT-2, Llama/SmolLM2, Qwen2 and Mistral differ in a handful of switches
+(norm kind, position kind, gated MLP, biases, sliding window); FAMILIES lists those switches and
+PRESETS gives complete small configs for training from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+NORM_KINDS = ("layernorm", "rmsnorm")
+NORM_PLACEMENTS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu")
+POSITION_KINDS = ("learned", "sinusoidal", "rope", "relative", "none")
+ROPE_SCALINGS = ("none", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes and switches of a decoder (or encoder) transformer. Defaults: a pre-norm RoPE decoder."""
+
+    vocab_size: int = 32000
+    context_length: int = 2048
+    d_model: int = 512  # width of the residual stream
+    n_layers: int = 8
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None: n_heads (MHA); 1: MQA; a divisor of n_heads: GQA
+    head_dim: int | None = None  # None: d_model // n_heads
+    d_ff: int | None = None  # MLP hidden width; None: 4 * d_model
+    norm: str = "rmsnorm"
+    norm_placement: str = "pre"  # "pre": x + f(norm(x)); "post": norm(x + f(x))
+    norm_eps: float = 1e-5
+    norm_bias: bool = False  # LayerNorm's additive bias
+    final_norm: bool = True  # a norm after the last block (pre-norm models have one)
+    activation: str = "silu"
+    gated_mlp: bool = True  # act(x W_gate) * (x W_up) instead of act(x W_up)
+    qkv_bias: bool = False  # bias on the query/key/value projections
+    bias: bool = False  # bias on the attention output and MLP projections
+    position: str = "rope"
+    rope_base: float = 10000.0
+    rope_scaling: str = "none"
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0  # llama3 scaling only
+    rope_high_freq_factor: float = 4.0  # llama3 scaling only
+    rope_original_context_length: int = 8192  # llama3 scaling only
+    relative_max_distance: int = 128  # "relative": distances are clipped to +-this
+    sliding_window: int | None = None  # a key is visible if query_pos - key_pos < sliding_window
+    sliding_window_layers: tuple[int, ...] | None = None  # None: every layer, when sliding_window is set
+    causal: bool = True
+    tie_embeddings: bool = False  # the LM head reuses the token embedding matrix
+    dropout: float = 0.0  # on embeddings and residual branches, in training
+    attention_dropout: float = 0.0  # on attention weights, in training
+
+    def __post_init__(self) -> None:
+        # Resolve the None defaults once, so every reader sees concrete sizes.
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.head_dim is None and isinstance(self.n_heads, int) and self.n_heads > 0:
+            object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+        if isinstance(self.sliding_window_layers, list):
+            object.__setattr__(self, "sliding_window_layers", tuple(self.sliding_window_layers))
+        self._validate()
+
+    def _validate(self) -> None:
+        def need(ok: bool, name: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"Config.{name}: {why} (got {getattr(self, name)!r})")
+
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "n_kv_heads",
+                     "head_dim", "d_ff", "relative_max_distance", "rope_original_context_length"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
+                 "must be a positive integer")
+        need(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", f"must divide n_heads={self.n_heads}")
+        need(self.norm in NORM_KINDS, "norm", f"must be one of {NORM_KINDS}")
+        need(self.norm_placement in NORM_PLACEMENTS, "norm_placement", f"must be one of {NORM_PLACEMENTS}")
+        need(self.activation in ACTIVATIONS, "activation", f"must be one of {ACTIVATIONS}")
+        need(self.position in POSITION_KINDS, "position", f"must be one of {POSITION_KINDS}")
+        need(self.rope_scaling in ROPE_SCALINGS, "rope_scaling", f"must be one of {ROPE_SCALINGS}")
+        for name in ("norm_eps", "rope_base", "rope_scaling_factor"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, name,
+                 "must be a positive number")
+        if self.position == "rope":
+            need(self.head_dim % 2 == 0, "head_dim", "must be even for rotary positions")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, "must be in [0, 1)")
+        if self.sliding_window is not None:
+            need(isinstance(self.sliding_window, int) and self.sliding_window > 0, "sliding_window",
+                 "must be a positive integer or None")
+        if self.sliding_window_layers is not None:
+            need(self.sliding_window is not None, "sliding_window_layers", "needs sliding_window to be set")
+            need(all(isinstance(i, int) and 0 <= i < self.n_layers for i in self.sliding_window_layers),
+                 "sliding_window_layers", f"must list layer indices in [0, {self.n_layers})")
+        for name in ("norm_bias", "final_norm", "gated_mlp", "qkv_bias", "bias", "causal", "tie_embeddings"):
+            need(isinstance(getattr(self, name), bool), name, "must be true or false")
+
+    # --- derived facts -------------------------------------------------------------------------
+
+    def uses_sliding_window(self, layer: int) -> bool:
+        if self.sliding_window is None:
+            return False
+        return self.sliding_window_layers is None or layer in self.sliding_window_layers
+
+    @property
+    def all_layers_slide(self) -> bool:
+        """True when every layer is local, so a cache may forget tokens beyond the window."""
+        return all(self.uses_sliding_window(i) for i in range(self.n_layers))
+
+    # --- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data["sliding_window_layers"] is not None:
+            data["sliding_window_layers"] = list(data["sliding_window_layers"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Config: unknown field(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # e.g. a string where a number belongs, caught by comparisons
+            raise ConfigError(f"Config: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def replace(self, **changes: Any) -> "Config":
+        return Config.from_dict({**self.to_dict(), **changes})
+
+
+# The switches that make each family; sizes come from the file's metadata or a preset.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "gpt2": dict(norm="layernorm", norm_bias=True, activation="gelu_tanh", gated_mlp=False,
+                 qkv_bias=True, bias=True, position="learned", tie_embeddings=True),
+    "llama": dict(norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, bias=False,
+                  position="rope"),
+    "qwen2": dict(norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=True, bias=False,
+                  position="rope"),
+    "mistral": dict(norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, bias=False,
+                    position="rope"),
+}
+
+# Complete configs for training from scratch (vocab_size is replaced by the tokenizer's).
+PRESETS: dict[str, Config] = {
+    # nanoGPT's CPU "baby GPT" on characters: 4 layers, 4 heads, width 128, context 64, no biases.
+    "shakespeare-char": Config(vocab_size=65, context_length=64, d_model=128, n_layers=4, n_heads=4,
+                               norm="layernorm", norm_bias=False, activation="gelu", gated_mlp=False,
+                               position="learned", tie_embeddings=True),
+    # A small GPT for BPE corpora: 6 layers, width 384, context 256.
+    "small-bpe": Config(vocab_size=4096, context_length=256, d_model=384, n_layers=6, n_heads=6,
+                        norm="layernorm", norm_bias=False, activation="gelu", gated_mlp=False,
+                        position="learned", tie_embeddings=True),
+    # A tiny Llama-shaped model (RMSNorm, RoPE, GQA, SwiGLU) for experiments.
+    "tiny-llama": Config(vocab_size=4096, context_length=256, d_model=256, n_layers=4, n_heads=8,
+                         n_kv_heads=2, d_ff=688, tie_embeddings=True),
+}

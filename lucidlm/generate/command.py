@@ -1,0 +1,82 @@
+"""`lucidlm generate`: one completion, streamed to stdout; the prompt comes from --prompt or stdin.
+
+--chat wraps the prompt in the model's chat template; --show-probs prints, for every generated
+token, the five most likely next tokens and their probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import LucidError
+from .text import stream_generate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..options import add_model_options, add_sampling_options
+
+    parser.add_argument("--prompt", "-p", help="the prompt (default: read standard input)")
+    parser.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
+    parser.add_argument("--system", help="system message (with --chat)")
+    parser.add_argument("--show-probs", action="store_true", help="print the top-5 next-token probabilities per step")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print token counts and speeds at the end")
+    add_model_options(parser)
+    add_sampling_options(parser, temp=0.0, top_p=1.0, repetition=1.0, max_tokens=256)
+
+
+def visible(text: str) -> str:
+    """A token's text with whitespace made visible, for tables."""
+    return repr(text)[1:-1].replace(" ", "·")
+
+
+def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) -> str:
+    probs = logprobs.exp()
+    top = torch.topk(probs, 5)
+    chosen = f"{visible(tokenizer.decode([token])):<14.14} {float(probs[token]):6.3f}"
+    others = " | ".join(f"{visible(tokenizer.decode([int(i)])):<10.10} {float(p):5.3f}"
+                        for p, i in zip(top.values, top.indices))
+    return f"{step:>4}  {chosen}   {others}"
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..options import load_from_args, sampling_from_args
+
+    prompt = args.prompt
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise LucidError("give a prompt with --prompt, or pipe text in")
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise LucidError("the prompt is empty")
+    sampling = sampling_from_args(args)
+    model, tokenizer = load_from_args(args)
+    if tokenizer is None:
+        raise LucidError("this model has no tokenizer, so it cannot take a text prompt")
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+                   [{"role": "user", "content": prompt.strip()}]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    elif args.system:
+        raise LucidError("--system needs --chat")
+
+    if args.show_probs:
+        print(f"{'step':>4}  {'chosen':<14} {'p':>6}   top 5 next tokens")
+    response, pieces = None, []
+    for step, response in enumerate(stream_generate(model, tokenizer, prompt, seed=args.seed, **sampling), 1):
+        if args.show_probs:
+            print(probability_row(tokenizer, step, response.token, response.logprobs), flush=True)
+            pieces.append(response.text)
+        else:
+            print(response.text, end="", flush=True)
+    if args.show_probs:
+        print("\n" + "".join(pieces))
+    else:
+        print()
+    if args.verbose and response is not None:
+        print(f"[{response.prompt_tokens} prompt tokens, {response.prompt_tps:.1f} tok/s; "
+              f"{response.generation_tokens} generated, {response.generation_tps:.1f} tok/s; "
+              f"finish: {response.finish_reason}]", file=sys.stderr)
+    return 0

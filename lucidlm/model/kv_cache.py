@@ -1,0 +1,150 @@
+"""The key/value cache: past keys and values per layer, so each new token costs one step, not a
+whole forward over the context.
+
+Buffers are preallocated (B, Hkv, capacity, D) per layer and filled left to right; `length` counts
+filled slots. Beside them the cache keeps each slot's position and whether it is a real token
+(padding is not), which is all the attention masks need. `truncate` rolls back to an earlier
+length (undo a chat turn); SlidingKVCache forgets tokens that no layer can see any more.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import Config
+from ..errors import LucidError
+
+
+class KVCache:
+    def __init__(self, config: Config, batch_size: int = 1, capacity: int | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        self.config = config
+        self.batch_size = batch_size
+        self.max_capacity = config.context_length
+        capacity = min(capacity or config.context_length, self.max_capacity)
+        self.device, self.dtype = torch.device(device or "cpu"), dtype
+        shape = (batch_size, config.n_kv_heads, capacity, config.head_dim)
+        self.keys = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.n_layers)]
+        self.positions = torch.zeros(batch_size, capacity, dtype=torch.long, device=self.device)
+        self.valid = torch.ones(batch_size, capacity, dtype=torch.bool, device=self.device)
+        self.next_position = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.length = 0  # filled slots
+        self.evicted = 0  # tokens forgotten from the front (SlidingKVCache only)
+        self.has_padding = False
+        self._pending = 0  # slots being written by the forward in progress
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens this cache has consumed since it was created or reset (evicted ones included)."""
+        return self.evicted + self.length
+
+    # --- called by the model, once per forward ---------------------------------------------------
+
+    def begin(self, positions: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Reserve slots for T new tokens with positions (B, T); returns all key positions (B, S)
+        and validity (B, S), or None for validity when no slot holds padding."""
+        T = positions.shape[1]
+        self._make_room(T)
+        start, end = self.length, self.length + T
+        self.positions[:, start:end] = positions
+        if valid is not None:
+            self.valid[:, start:end] = valid
+            self.has_padding = True
+        else:
+            self.valid[:, start:end] = True
+        self._pending = T
+        key_valid = self.valid[:, :end] if self.has_padding else None
+        return self.positions[:, :end], key_valid
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's k, v (B, Hkv, T, D) for one layer; return all keys and values (B, Hkv, S, D)."""
+        start, end = self.length, self.length + k.shape[2]
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def commit(self, next_position: torch.Tensor) -> None:
+        """The forward succeeded: the reserved slots now count."""
+        self.length += self._pending
+        self._pending = 0
+        self.next_position = next_position
+
+    # --- called by users of the cache ------------------------------------------------------------
+
+    def truncate(self, n_tokens: int) -> None:
+        """Forget everything after the first n_tokens tokens (roll back a turn)."""
+        if not 0 <= n_tokens <= self.n_tokens:
+            raise LucidError(f"cannot truncate a cache of {self.n_tokens} tokens to {n_tokens}")
+        if n_tokens < self.evicted:
+            raise LucidError(f"cannot roll back to token {n_tokens}: the sliding cache has already "
+                             f"forgotten the first {self.evicted} tokens")
+        self.length = n_tokens - self.evicted
+        if self.length == 0 and self.evicted == 0:
+            self.next_position.zero_()
+            self.has_padding = False
+            return
+        filled = slice(0, self.length)
+        after_real = torch.where(self.valid[:, filled], self.positions[:, filled] + 1, 0)
+        self.next_position = after_real.amax(dim=1) if self.length else self.next_position
+
+    def reset(self) -> None:
+        self.evicted = 0
+        self.truncate(0)
+
+    def _make_room(self, n_new: int) -> None:
+        needed = self.length + n_new
+        if needed <= self.capacity:
+            return
+        if needed > self.max_capacity:
+            raise LucidError(f"the KV cache is full: {needed} tokens do not fit in the model's context "
+                             f"of {self.max_capacity}")
+        self._grow(min(self.max_capacity, max(needed, 2 * self.capacity)))
+
+    def _grow(self, capacity: int) -> None:
+        # Reallocation is rare (the capacity doubles), so the per-token path never allocates.
+        def grown(t: torch.Tensor, dim: int, fill) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = capacity
+            new = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+            new.narrow(dim, 0, t.shape[dim]).copy_(t)
+            return new
+
+        self.keys = [grown(t, 2, 0) for t in self.keys]
+        self.values = [grown(t, 2, 0) for t in self.values]
+        self.positions = grown(self.positions, 1, 0)
+        self.valid = grown(self.valid, 1, True)
+
+
+class SlidingKVCache(KVCache):
+    """For models whose every layer attends only `sliding_window` tokens back: holds at most about
+    two windows of tokens and forgets the oldest ones, so generation can run indefinitely in
+    bounded memory (positions still grow, as in the reference implementations)."""
+
+    def __init__(self, config: Config, batch_size: int = 1, capacity: int | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        if not config.all_layers_slide:
+            raise LucidError("a sliding KV cache needs a model whose every layer uses a sliding window")
+        self.window = config.sliding_window
+        super().__init__(config, batch_size, capacity or 2 * self.window, device, dtype)
+        self.max_capacity = 1 << 62  # bounded by eviction, not by the context
+
+    def _make_room(self, n_new: int) -> None:
+        if self.length + n_new <= self.capacity:
+            return
+        # The first new query needs the window - 1 keys before it; everything older can go.
+        keep = min(self.length, self.window - 1)
+        drop = self.length - keep
+        if drop > 0:
+            for buffers in (self.keys, self.values):
+                for t in buffers:
+                    t[:, :, :keep] = t[:, :, drop:self.length].clone()
+            self.positions[:, :keep] = self.positions[:, drop:self.length].clone()
+            self.valid[:, :keep] = self.valid[:, drop:self.length].clone()
+            self.length, self.evicted = keep, self.evicted + drop
+        if self.length + n_new > self.capacity:
+            self._grow(self.length + n_new)

@@ -1,0 +1,119 @@
+"""The four ways a transformer learns where a token is.
+
+- learned absolute (GPT-2): a trained vector per position, added to the token embedding;
+- sinusoidal (Vaswani et al. 2017, section 3.5): fixed sin/cos waves, added to the embedding;
+- rotary, RoPE (Su et al. 2021): queries and keys rotated by a position-dependent angle, with
+  linear or Llama-3 frequency scaling for longer contexts;
+- relative: a learned score per head for each clipped distance key_pos - query_pos, added to the
+  attention logits (Shaw et al. 2018, as a scalar bias).
+Every module takes explicit positions (B, T), so left padding and a KV cache need no special case.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import Config
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(config.context_length, config.d_model))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.weight[positions]  # (B, T, C)
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
+    """(n_positions, dim): even channels sin(pos / 10000^(2i/dim)), odd channels cos of the same."""
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate)[:, : dim // 2]
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.dim = config.d_model
+        self.register_buffer("table", torch.empty(0), persistent=False)  # built on first use
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        needed = int(positions.max()) + 1 if positions.numel() else 1
+        if self.table.shape[0] < needed or self.table.device != positions.device:
+            self.table = sinusoidal_table(max(needed, 2 * self.table.shape[0]), self.dim).to(positions.device)
+        return self.table[positions]  # (B, T, C)
+
+
+def rope_inverse_frequencies(config: Config) -> torch.Tensor:
+    """(D/2,) angular speed of each rotated channel pair, with the configured context scaling."""
+    dim = config.head_dim
+    # Same expression as the reference implementations, so the angles agree to the last bit.
+    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    factor = config.rope_scaling_factor
+    if config.rope_scaling == "linear":
+        return inv_freq / factor
+    if config.rope_scaling == "llama3":
+        # Llama 3.1: slow (long-wavelength) channels are stretched by `factor`, fast ones are kept,
+        # and the band in between is interpolated smoothly.
+        old_context = config.rope_original_context_length
+        low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
+        wavelength = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelength > old_context / low, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelength - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        in_band = ~(wavelength < old_context / high) & ~(wavelength > old_context / low)
+        return torch.where(in_band, smoothed, scaled)
+    return inv_freq
+
+
+class RotaryEmbedding(nn.Module):
+    """Holds cos/sin tables for all positions seen so far; `angles(positions)` looks them up."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("cos_table", torch.empty(0), persistent=False)
+        self.register_buffer("sin_table", torch.empty(0), persistent=False)
+
+    def _build(self, n_positions: int, device: torch.device) -> None:
+        inv_freq = rope_inverse_frequencies(self.config).to(device)
+        freqs = torch.outer(torch.arange(n_positions, device=device, dtype=torch.float32), inv_freq)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (P, D): the two halves share frequencies
+        self.cos_table, self.sin_table = angles.cos(), angles.sin()
+
+    def angles(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, each (B, T, 1, D), ready to broadcast over the heads of (B, T, H, D)."""
+        needed = int(positions.max()) + 1 if positions.numel() else 1
+        if self.cos_table.shape[0] < needed or self.cos_table.device != positions.device:
+            self._build(max(needed, self.config.context_length), positions.device)
+        cos = self.cos_table[positions].to(dtype).unsqueeze(2)
+        sin = self.sin_table[positions].to(dtype).unsqueeze(2)
+        return cos, sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + D/2) of x (B, T, H, D) by the angles in cos/sin (B, T, 1, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # "rotate_half"
+    return x * cos + rotated * sin
+
+
+class RelativePositionBias(nn.Module):
+    """A learned logit per head for each relative distance, clipped to +-relative_max_distance."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.max_distance = config.relative_max_distance
+        self.weight = nn.Parameter(torch.zeros(2 * self.max_distance + 1, config.n_heads))
+
+    def forward(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        distance = key_positions[:, None, :] - query_positions[:, :, None]  # (B, T, S)
+        index = distance.clamp(-self.max_distance, self.max_distance) + self.max_distance
+        return self.weight[index].permute(0, 3, 1, 2)  # (B, T, S, H) -> (B, H, T, S)

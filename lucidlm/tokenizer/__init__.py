@@ -1,0 +1,10 @@
+"""Tokenizers: byte-level BPE (train, encode, decode), characters, file formats, streaming
+detokenization and chat templates."""
+
+from .basic_bpe import BasicBPE
+from .char import CharTokenizer
+from .pretokenizer import PreTokenizer
+from .streaming import StreamingDetokenizer
+from .tokenizer import Tokenizer
+
+__all__ = ["BasicBPE", "CharTokenizer", "PreTokenizer", "StreamingDetokenizer", "Tokenizer"]

@@ -1,0 +1,145 @@
+"""`lucidlm tokenize` (see how text becomes tokens) and `lucidlm tokenizer train`.
+
+The view for people colours each token and shows its id and its text with spaces, tabs, newlines
+and partial UTF-8 bytes made visible; --ids prints ids only, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import LucidError
+
+COLOURS = [44, 42, 45, 46, 43, 41]  # ANSI background colours, cycled per token
+
+
+def _use_colour(mode: str) -> bool:
+    if mode == "always":
+        return True
+    if mode == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def visible_piece(data: bytes) -> str:
+    """A token's bytes as text a person can read: · for a space, ⇥ tab, ↵ newline, <0xE2> for a
+    byte that is not a whole UTF-8 character on its own."""
+    out = []
+    text = data.decode("utf-8", errors="surrogateescape")
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, smuggled by surrogateescape
+            out.append(f"<0x{code - 0xDC00:02X}>")
+        elif ch == " ":
+            out.append("·")
+        elif ch == "\t":
+            out.append("⇥")
+        elif ch == "\n":
+            out.append("↵")
+        elif ch == "\r":
+            out.append("␍")
+        elif not ch.isprintable():
+            out.append(f"<U+{code:04X}>")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render_tokens(tokenizer, ids: list[int], colour: bool) -> str:
+    """Two views: the text with one colour per token, then one line per token."""
+    pieces = [visible_piece(tokenizer.token_bytes(i)) for i in ids]
+    if colour:
+        strip = "".join(f"\x1b[30;{COLOURS[n % len(COLOURS)]}m{p}\x1b[0m" for n, p in enumerate(pieces))
+    else:
+        strip = "|".join(pieces)
+    width = max((len(str(i)) for i in ids), default=2)
+    rows = [f"{n:>5}  {i:>{width}}  {p}{'  (special)' if tokenizer.is_special(i) else ''}"
+            for n, (i, p) in enumerate(zip(ids, pieces))]
+    chars = len(tokenizer.decode(ids))
+    header = f"{len(ids)} tokens for {chars} characters"
+    return "\n".join([strip, "", header, f"{'#':>5}  {'id':>{width}}  piece", *rows])
+
+
+def load_any_tokenizer(args: argparse.Namespace):
+    from ..default_model import default_model_path
+    from .formats import load_tokenizer
+
+    if args.tokenizer and args.model:
+        raise LucidError("give --tokenizer or --model, not both")
+    source = args.tokenizer or args.model
+    return load_tokenizer(Path(source) if source else default_model_path())
+
+
+def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="?", help="text to tokenize (default: read standard input)")
+    parser.add_argument("--model", "-m", help="take the tokenizer of this model (GGUF file or model folder)")
+    parser.add_argument("--tokenizer", "-t", help="a tokenizer folder or file (ours, tokenizer.json, GGUF, *.tiktoken)")
+    parser.add_argument("--ids", action="store_true", help="print only the ids, space-separated")
+    parser.add_argument("--allow-special", action="store_true",
+                        help="treat special-token strings in the text as special tokens (default: plain text)")
+    parser.add_argument("--decode", action="store_true", help="the input is ids; print the text they make")
+    parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+
+def tokenize_main(args: argparse.Namespace) -> int:
+    text = args.text if args.text is not None else sys.stdin.read()
+    tokenizer = load_any_tokenizer(args)
+    if args.decode:
+        try:
+            ids = [int(t) for t in text.split()]
+        except ValueError:
+            raise LucidError("--decode expects whitespace-separated integer ids") from None
+        sys.stdout.write(tokenizer.decode(ids))
+        return 0
+    ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else ())
+    if args.ids:
+        print(" ".join(map(str, ids)))
+    else:
+        print(render_tokens(tokenizer, ids, _use_colour(args.color)))
+    return 0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .pretokenizer import NAMED
+
+    parser.add_argument("--data", required=True, nargs="+", help="UTF-8 text file(s) to learn from")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="tokens in the vocabulary, bytes and specials "
+                                                                      "included (default: 4096)")
+    parser.add_argument("--out", required=True, help="folder to write (our format, tokenizer.json, tokenizer.tiktoken)")
+    parser.add_argument("--pattern", default="gpt4", choices=sorted(NAMED), help="pre-split pattern (default: gpt4)")
+    parser.add_argument("--special", action="append", help="special token to reserve (repeatable; "
+                                                           "default: <|endoftext|>)")
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from .tokenizer import Tokenizer
+
+    texts = []
+    for name in args.data:
+        try:
+            texts.append(Path(name).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise LucidError(f"cannot read {name}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise LucidError(f"{name} is not UTF-8 text (byte {exc.start})") from None
+    if not any(t for t in texts):
+        raise LucidError("the training text is empty")
+    specials = args.special or ["<|endoftext|>"]
+    start = time.perf_counter()
+    tokenizer = Tokenizer.train(texts, args.vocab_size, pattern=args.pattern, special_tokens=specials,
+                                progress=True, eos_token=specials[0])
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    tokenizer.save(out)
+    tokenizer.save_hf(out / "tokenizer.json")
+    tokenizer.save_tiktoken(out / "tokenizer.tiktoken")
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_tokens = sum(len(tokenizer.encode_ordinary(t)) for t in texts)
+    print(f"trained {tokenizer.vocab_size} tokens ({len(tokenizer.merges)} merges) in {seconds:.1f} s; "
+          f"{n_bytes / max(n_tokens, 1):.2f} bytes per token on the training text")
+    print(f"wrote {out}/ (lucidlm-tokenizer.json, lucidlm-tokenizer.vocab, tokenizer.json, tokenizer.tiktoken)")
+    return 0

@@ -1,0 +1,190 @@
+"""Hugging Face `config.json` <-> Config, for the families lucidlm reads and writes.
+
+The file's `model_type` picks a reader; each reader maps the family's keys to our mechanism fields.
+Keys that would change the computation in a way we do not implement are refused, never ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import FAMILIES, Config
+from ..errors import FormatError
+
+ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                    "silu": "silu", "swish": "silu", "relu": "relu"}
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral", "qwen2")
+
+
+def _activation(name: str, origin: str) -> str:
+    if name not in ACTIVATION_NAMES:
+        raise FormatError(f"{origin}: unsupported activation {name!r} "
+                          f"(supported: {', '.join(ACTIVATION_NAMES)})")
+    return ACTIVATION_NAMES[name]
+
+
+def _rope(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Rotary settings from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling`."""
+    params = dict(data.get("rope_parameters") or {})
+    if not params:
+        params = dict(data.get("rope_scaling") or {})
+        params.setdefault("rope_theta", data.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    out: dict[str, Any] = {"rope_base": float(params.get("rope_theta", 10000.0))}
+    if kind == "default":
+        return out
+    if kind == "linear":
+        return {**out, "rope_scaling": "linear", "rope_scaling_factor": float(params["factor"])}
+    if kind == "llama3":
+        return {**out, "rope_scaling": "llama3", "rope_scaling_factor": float(params["factor"]),
+                "rope_low_freq_factor": float(params["low_freq_factor"]),
+                "rope_high_freq_factor": float(params["high_freq_factor"]),
+                "rope_original_context_length": int(params["original_max_position_embeddings"])}
+    raise FormatError(f"{origin}: unsupported rope scaling {kind!r} (supported: default, linear, llama3)")
+
+
+def config_from_hf(data: dict[str, Any], origin: str) -> tuple[Config, str]:
+    """Config and family name ("gpt2", "llama", "mistral", "qwen2") from a parsed config.json."""
+    model_type = data.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise FormatError(f"{origin}: unsupported architecture {model_type!r} "
+                          f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    try:
+        return _READERS[model_type](data, origin), model_type
+    except KeyError as exc:
+        raise FormatError(f"{origin}: config.json lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"{origin}: bad value in config.json: {exc}") from None
+
+
+def _gpt2(data: dict[str, Any], origin: str) -> Config:
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if data.get(flag):
+            raise FormatError(f"{origin}: GPT-2 option {flag} is not supported")
+    if data.get("scale_attn_weights") is False:
+        raise FormatError(f"{origin}: GPT-2 option scale_attn_weights=false is not supported")
+    d_model = data["n_embd"]
+    return _config(FAMILIES["gpt2"], vocab_size=data["vocab_size"], context_length=data["n_positions"],
+                  d_model=d_model, n_layers=data["n_layer"], n_heads=data["n_head"],
+                  d_ff=data.get("n_inner") or 4 * d_model, norm_eps=data.get("layer_norm_epsilon", 1e-5),
+                  activation=_activation(data.get("activation_function", "gelu_new"), origin),
+                  tie_embeddings=data.get("tie_word_embeddings", True),
+                  dropout=data.get("resid_pdrop", 0.0), attention_dropout=data.get("attn_pdrop", 0.0))
+
+
+def _llama_like(data: dict[str, Any], origin: str) -> Config:
+    family = data["model_type"]
+    switches = dict(FAMILIES[family])
+    if family == "llama":  # Llama's biases are switchable; the others fix them by family
+        switches["qkv_bias"] = switches["bias"] = bool(data.get("attention_bias", False))
+        if data.get("mlp_bias") and not switches["bias"]:
+            raise FormatError(f"{origin}: mlp_bias without attention_bias is not supported")
+        if data.get("attention_bias") and not data.get("mlp_bias"):
+            raise FormatError(f"{origin}: attention_bias without mlp_bias is not supported")
+    if data.get("pretraining_tp", 1) != 1:
+        raise FormatError(f"{origin}: pretraining_tp != 1 is not supported")
+    n_heads = data["num_attention_heads"]
+    window = data.get("sliding_window")
+    layers = None
+    if family == "qwen2":
+        # Qwen2 slides only when asked, and only on the layers `layer_types` (or the legacy
+        # max_window_layers) names.
+        if not data.get("use_sliding_window", False):
+            window = None
+        elif data.get("layer_types"):
+            layers = tuple(i for i, kind in enumerate(data["layer_types"]) if kind == "sliding_attention")
+        else:
+            layers = tuple(range(data.get("max_window_layers", 0), data["num_hidden_layers"]))
+    return _config(switches, vocab_size=data["vocab_size"], context_length=data["max_position_embeddings"],
+                  d_model=data["hidden_size"], n_layers=data["num_hidden_layers"], n_heads=n_heads,
+                  n_kv_heads=data.get("num_key_value_heads") or n_heads,
+                  head_dim=data.get("head_dim") or data["hidden_size"] // n_heads,
+                  d_ff=data["intermediate_size"], norm_eps=data.get("rms_norm_eps", 1e-6),
+                  activation=_activation(data.get("hidden_act", "silu"), origin),
+                  tie_embeddings=data.get("tie_word_embeddings", False),
+                  sliding_window=window, sliding_window_layers=layers,
+                  attention_dropout=data.get("attention_dropout", 0.0), **_rope(data, origin))
+
+
+def _config(switches: dict[str, Any], **fields: Any) -> Config:
+    """The family's switches, overridden by what the file says."""
+    return Config(**{**switches, **fields})
+
+
+_READERS = {"gpt2": _gpt2, "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like}
+
+
+# --- export -------------------------------------------------------------------------------------
+
+def hf_family(config: Config) -> str:
+    """The Hugging Face family that computes exactly what this config computes, or an error that
+    names the mechanism none of them has."""
+    def refuse(why: str) -> None:
+        raise FormatError(f"cannot export to a Hugging Face model: {why}")
+
+    if not config.causal:
+        refuse("bidirectional attention (no causal LM family here)")
+    if config.norm_placement != "pre" or not config.final_norm:
+        refuse("post-norm blocks")
+    if config.position == "learned":
+        if config.norm != "layernorm" or config.gated_mlp:
+            refuse("learned positions with RMSNorm or a gated MLP")
+        if config.n_kv_heads != config.n_heads or config.head_dim * config.n_heads != config.d_model:
+            refuse("GPT-2 layouts need n_kv_heads == n_heads and head_dim * n_heads == d_model")
+        if config.sliding_window is not None:
+            refuse("a sliding window on a GPT-2 layout")
+        return "gpt2"
+    if config.position != "rope":
+        refuse(f"{config.position} positions")
+    if config.norm != "rmsnorm" or not config.gated_mlp or config.activation != "silu":
+        refuse("rotary models need RMSNorm and a SiLU-gated MLP (the Llama layout)")
+    if config.bias:
+        refuse("biases on the output and MLP projections of a rotary model")
+    if config.sliding_window is not None:
+        return "mistral" if config.sliding_window_layers is None and not config.qkv_bias else "qwen2"
+    return "qwen2" if config.qkv_bias else "llama"
+
+
+def hf_config_from(config: Config, family: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.json contents for `family` that transformers reads back as this config."""
+    extra = extra or {}
+    if family == "gpt2":
+        data = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
+                "n_positions": config.context_length, "n_embd": config.d_model, "n_layer": config.n_layers,
+                "n_head": config.n_heads, "n_inner": config.d_ff, "layer_norm_epsilon": config.norm_eps,
+                "activation_function": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu",
+                                        "silu": "silu"}[config.activation],
+                "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.attention_dropout,
+                "tie_word_embeddings": config.tie_embeddings}
+    else:
+        architecture = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                        "qwen2": "Qwen2ForCausalLM"}[family]
+        rope: dict[str, Any] = {"rope_type": "default", "rope_theta": config.rope_base}
+        if config.rope_scaling == "linear":
+            rope.update(rope_type="linear", factor=config.rope_scaling_factor)
+        elif config.rope_scaling == "llama3":
+            rope.update(rope_type="llama3", factor=config.rope_scaling_factor,
+                        low_freq_factor=config.rope_low_freq_factor, high_freq_factor=config.rope_high_freq_factor,
+                        original_max_position_embeddings=config.rope_original_context_length)
+        data = {"model_type": family, "architectures": [architecture], "vocab_size": config.vocab_size,
+                "max_position_embeddings": config.context_length, "hidden_size": config.d_model,
+                "num_hidden_layers": config.n_layers, "num_attention_heads": config.n_heads,
+                "num_key_value_heads": config.n_kv_heads, "head_dim": config.head_dim,
+                "intermediate_size": config.d_ff, "rms_norm_eps": config.norm_eps, "hidden_act": "silu",
+                "tie_word_embeddings": config.tie_embeddings, "attention_dropout": config.attention_dropout,
+                "rope_parameters": rope, "rope_theta": config.rope_base}
+        if family == "llama":
+            data.update(attention_bias=False, mlp_bias=False)
+        if family == "mistral":
+            data["sliding_window"] = config.sliding_window
+        if family == "qwen2" and config.sliding_window is not None:
+            sliding = set(range(config.n_layers) if config.sliding_window_layers is None
+                          else config.sliding_window_layers)
+            data.update(use_sliding_window=True, sliding_window=config.sliding_window,
+                        layer_types=["sliding_attention" if i in sliding else "full_attention"
+                                     for i in range(config.n_layers)])
+        elif family == "qwen2":
+            data.update(use_sliding_window=False, sliding_window=None)
+    return {**data, **extra}

@@ -1,0 +1,165 @@
+"""Weight-name tables: how each source layout's tensors become ours. Data, not code.
+
+A row maps one source tensor to one of our tensors, or to one part of a fused tensor of ours (our
+attention has one qkv matrix and a gated MLP one [gate | up] matrix), with transforms applied in
+order: "transpose" (we store matrices (in, out), see model/linear.py; most files store (out, in),
+GPT-2's Conv1D already (in, out)) and "unpermute_q"/"unpermute_k" (undo the row order llama.cpp
+gives Llama's query/key weights for its interleaved rotary layout).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    source: str  # may contain {i}, the layer index
+    target: str
+    part: str | None = None  # "q", "k", "v" of attn.qkv; "gate", "up" of mlp.up
+    transform: tuple[str, ...] = ()
+    zero_if_absent: bool = False  # the source layout always has it; export zeros if we have none
+
+
+@dataclass(frozen=True)
+class NameTable:
+    name: str
+    rows: tuple[Row, ...]
+    ignore: tuple[str, ...] = ()  # regexes of source tensors that carry no weights (mask buffers)
+    optional_prefix: str = ""  # sources may be saved with or without it (GPT2Model vs GPT2LMHeadModel)
+
+    def expand(self, n_layers: int) -> dict[str, Row]:
+        """source name -> Row with {i} filled in, for every layer."""
+        out = {}
+        for row in self.rows:
+            layers = range(n_layers) if "{i}" in row.source else [None]
+            for i in layers:
+                fill = (lambda s: s.replace("{i}", str(i))) if i is not None else (lambda s: s)
+                out[fill(row.source)] = Row(fill(row.source), fill(row.target), row.part, row.transform,
+                                            row.zero_if_absent)
+        return out
+
+    def ignored(self, source: str) -> bool:
+        return any(re.fullmatch(p, source) for p in self.ignore)
+
+
+# Fused tensors of ours, in the order their parts are stacked (output columns, the last dimension).
+FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up")}
+
+
+def part_sizes(config) -> dict[str, int]:
+    """Rows of each part of a fused tensor, from the config."""
+    return {"q": config.n_heads * config.head_dim, "k": config.n_kv_heads * config.head_dim,
+            "v": config.n_kv_heads * config.head_dim, "gate": config.d_ff, "up": config.d_ff}
+
+
+T = ("transpose",)
+
+
+def _rows(*specs) -> tuple[Row, ...]:
+    return tuple(Row(*spec) if isinstance(spec, tuple) else spec for spec in specs)
+
+
+_GPT2_BIAS = dict(zero_if_absent=True)
+
+HF_GPT2 = NameTable(
+    "Hugging Face GPT-2",
+    _rows(
+        ("transformer.wte.weight", "tok_emb.weight", None, T),
+        ("transformer.wpe.weight", "pos_emb.weight"),
+        ("transformer.h.{i}.ln_1.weight", "blocks.{i}.attn_norm.weight"),
+        Row("transformer.h.{i}.ln_1.bias", "blocks.{i}.attn_norm.bias", **_GPT2_BIAS),
+        ("transformer.h.{i}.attn.c_attn.weight", "blocks.{i}.attn.qkv.weight"),
+        Row("transformer.h.{i}.attn.c_attn.bias", "blocks.{i}.attn.qkv.bias", **_GPT2_BIAS),
+        ("transformer.h.{i}.attn.c_proj.weight", "blocks.{i}.attn.out.weight"),
+        Row("transformer.h.{i}.attn.c_proj.bias", "blocks.{i}.attn.out.bias", **_GPT2_BIAS),
+        ("transformer.h.{i}.ln_2.weight", "blocks.{i}.mlp_norm.weight"),
+        Row("transformer.h.{i}.ln_2.bias", "blocks.{i}.mlp_norm.bias", **_GPT2_BIAS),
+        ("transformer.h.{i}.mlp.c_fc.weight", "blocks.{i}.mlp.up.weight"),
+        Row("transformer.h.{i}.mlp.c_fc.bias", "blocks.{i}.mlp.up.bias", **_GPT2_BIAS),
+        ("transformer.h.{i}.mlp.c_proj.weight", "blocks.{i}.mlp.down.weight"),
+        Row("transformer.h.{i}.mlp.c_proj.bias", "blocks.{i}.mlp.down.bias", **_GPT2_BIAS),
+        ("transformer.ln_f.weight", "final_norm.weight"),
+        Row("transformer.ln_f.bias", "final_norm.bias", **_GPT2_BIAS),
+        ("lm_head.weight", "lm_head.weight", None, T),
+    ),
+    ignore=(r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias",),
+    optional_prefix="transformer.",
+)
+
+# Llama, Mistral and Qwen2 share one layout; Qwen2 adds query/key/value biases.
+HF_LLAMA = NameTable(
+    "Hugging Face Llama/Mistral/Qwen2",
+    _rows(
+        ("model.embed_tokens.weight", "tok_emb.weight", None, T),
+        ("model.layers.{i}.input_layernorm.weight", "blocks.{i}.attn_norm.weight"),
+        ("model.layers.{i}.self_attn.q_proj.weight", "blocks.{i}.attn.qkv.weight", "q", T),
+        ("model.layers.{i}.self_attn.k_proj.weight", "blocks.{i}.attn.qkv.weight", "k", T),
+        ("model.layers.{i}.self_attn.v_proj.weight", "blocks.{i}.attn.qkv.weight", "v", T),
+        ("model.layers.{i}.self_attn.q_proj.bias", "blocks.{i}.attn.qkv.bias", "q"),
+        ("model.layers.{i}.self_attn.k_proj.bias", "blocks.{i}.attn.qkv.bias", "k"),
+        ("model.layers.{i}.self_attn.v_proj.bias", "blocks.{i}.attn.qkv.bias", "v"),
+        ("model.layers.{i}.self_attn.o_proj.weight", "blocks.{i}.attn.out.weight", None, T),
+        ("model.layers.{i}.self_attn.o_proj.bias", "blocks.{i}.attn.out.bias"),
+        ("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.mlp_norm.weight"),
+        ("model.layers.{i}.mlp.gate_proj.weight", "blocks.{i}.mlp.up.weight", "gate", T),
+        ("model.layers.{i}.mlp.up_proj.weight", "blocks.{i}.mlp.up.weight", "up", T),
+        ("model.layers.{i}.mlp.down_proj.weight", "blocks.{i}.mlp.down.weight", None, T),
+        ("model.layers.{i}.mlp.gate_proj.bias", "blocks.{i}.mlp.up.bias", "gate"),
+        ("model.layers.{i}.mlp.up_proj.bias", "blocks.{i}.mlp.up.bias", "up"),
+        ("model.layers.{i}.mlp.down_proj.bias", "blocks.{i}.mlp.down.bias"),
+        ("model.norm.weight", "final_norm.weight"),
+        ("lm_head.weight", "lm_head.weight", None, T),
+    ),
+    ignore=(r".*rotary_emb\.inv_freq",),
+)
+
+
+def _gguf_rows(q_order: tuple[str, ...], k_order: tuple[str, ...]) -> tuple[Row, ...]:
+    """llama.cpp stores matrices (out, in), as numpy shapes read them."""
+    return _rows(
+        ("token_embd.weight", "tok_emb.weight", None, T),
+        ("blk.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),
+        ("blk.{i}.attn_q.weight", "blocks.{i}.attn.qkv.weight", "q", q_order + T),
+        ("blk.{i}.attn_k.weight", "blocks.{i}.attn.qkv.weight", "k", k_order + T),
+        ("blk.{i}.attn_v.weight", "blocks.{i}.attn.qkv.weight", "v", T),
+        ("blk.{i}.attn_q.bias", "blocks.{i}.attn.qkv.bias", "q", q_order),
+        ("blk.{i}.attn_k.bias", "blocks.{i}.attn.qkv.bias", "k", k_order),
+        ("blk.{i}.attn_v.bias", "blocks.{i}.attn.qkv.bias", "v"),
+        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight", None, T),
+        ("blk.{i}.ffn_norm.weight", "blocks.{i}.mlp_norm.weight"),
+        ("blk.{i}.ffn_gate.weight", "blocks.{i}.mlp.up.weight", "gate", T),
+        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight", "up", T),
+        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight", None, T),
+        ("output_norm.weight", "final_norm.weight"),
+        ("output.weight", "lm_head.weight", None, T),
+    )
+
+
+# llama.cpp stores Llama's q/k rows permuted for its interleaved rotary kernel; Qwen2 uses the
+# "neox" (half-split) rotary layout, which is ours, so its rows are stored as they are.
+GGUF_LLAMA = NameTable("GGUF llama", _gguf_rows(("unpermute_q",), ("unpermute_k",)))
+GGUF_QWEN2 = NameTable("GGUF qwen2", _gguf_rows((), ()))
+GGUF_GPT2 = NameTable(
+    "GGUF gpt2",
+    _rows(
+        ("token_embd.weight", "tok_emb.weight", None, T),
+        ("position_embd.weight", "pos_emb.weight"),
+        ("blk.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),
+        ("blk.{i}.attn_norm.bias", "blocks.{i}.attn_norm.bias"),
+        ("blk.{i}.attn_qkv.weight", "blocks.{i}.attn.qkv.weight", None, T),
+        ("blk.{i}.attn_qkv.bias", "blocks.{i}.attn.qkv.bias"),
+        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight", None, T),
+        ("blk.{i}.attn_output.bias", "blocks.{i}.attn.out.bias"),
+        ("blk.{i}.ffn_norm.weight", "blocks.{i}.mlp_norm.weight"),
+        ("blk.{i}.ffn_norm.bias", "blocks.{i}.mlp_norm.bias"),
+        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight", None, T),
+        ("blk.{i}.ffn_up.bias", "blocks.{i}.mlp.up.bias"),
+        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight", None, T),
+        ("blk.{i}.ffn_down.bias", "blocks.{i}.mlp.down.bias"),
+        ("output_norm.weight", "final_norm.weight"),
+        ("output_norm.bias", "final_norm.bias"),
+        ("output.weight", "lm_head.weight", None, T),
+    ),
+)

@@ -1,0 +1,125 @@
+"""Apply a name table: source tensors -> our state dict (loading), and back (export).
+
+Loading is strict: a source tensor that no row claims, or a tensor of ours that no source fills,
+is an error that names it; so is a shape that does not match the model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+from ..config import Config
+from ..errors import FormatError
+from .name_tables import FUSED_PARTS, NameTable, part_sizes
+
+
+def unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's query/key row order: per head, rows (0, D/2, 1, D/2+1, ...) -> (0, 1, ..., D-1).
+
+    llama.cpp interleaves the two halves of each head so its rotary kernel can rotate adjacent
+    pairs; we rotate (i, i + D/2) pairs as the reference implementation does.
+    """
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of unpermute (llama.cpp's own order)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def _transform(t: torch.Tensor, transforms: tuple[str, ...], config: Config, inverse: bool = False) -> torch.Tensor:
+    """Apply a row's transforms in order (or their inverses in reverse order, for export)."""
+    for name in (reversed(transforms) if inverse else transforms):
+        if name == "transpose":
+            t = t.t().contiguous()
+        else:
+            heads = config.n_heads if name == "unpermute_q" else config.n_kv_heads
+            t = permute(t, heads) if inverse else unpermute(t, heads)
+    return t
+
+
+def _fused_key(target: str) -> str | None:
+    """'blocks.3.attn.qkv.weight' -> 'attn.qkv'."""
+    for key in FUSED_PARTS:
+        if f".{key}." in f".{target}":
+            return key
+    return None
+
+
+def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read: Callable[[str], torch.Tensor],
+            expected: dict[str, tuple[int, ...]], dtype: torch.dtype, origin: str) -> dict[str, torch.Tensor]:
+    """Translate every source tensor to our names; `expected` maps our names to shapes.
+
+    `read(name)` loads one source tensor, so only one tensor (plus the parts of one fused tensor)
+    is held beyond the result at any time.
+    """
+    rows = table.expand(config.n_layers)
+    parts: dict[str, dict[str | None, torch.Tensor]] = {}
+    state: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for name in source_names:
+        key = name if name in rows else table.optional_prefix + name
+        row = rows.get(key)
+        if row is None:
+            if not table.ignored(name):
+                unexpected.append(name)
+            continue
+        if row.target not in expected:
+            if row.target == "lm_head.weight" and config.tie_embeddings:
+                continue  # a tied head is the embedding; a stored copy adds nothing
+            if row.zero_if_absent and not bool(read(name).any()):
+                continue  # an all-zero bias in a layout that always has one: our model has none
+            unexpected.append(name)
+            continue
+        got = parts.setdefault(row.target, {})
+        got[row.part] = _transform(read(name).to(dtype), row.transform, config)
+        # Assemble a tensor as soon as its last part arrives, so the parts of only one fused
+        # tensor are ever held beside the result.
+        order = FUSED_PARTS[_fused_key(row.target)] if row.part is not None else (None,)
+        if all(p in got for p in order):
+            tensor = got[None] if row.part is None else torch.cat([got[p] for p in order], dim=-1)
+            del parts[row.target]
+            if tuple(tensor.shape) != tuple(expected[row.target]):
+                raise FormatError(f"{origin}: tensor for {row.target} has shape {tuple(tensor.shape)}, "
+                                  f"the config says {tuple(expected[row.target])}")
+            state[row.target] = tensor
+    if unexpected:
+        raise FormatError(f"{origin}: unexpected tensor(s) for this {table.name} model: "
+                          f"{_names(unexpected)}")
+    missing = [f"{target} (part {', '.join(p for p in FUSED_PARTS[_fused_key(target)] if p not in got)})"
+               for target, got in parts.items()]
+    missing += [target for target in expected if target not in state and target not in parts]
+    if missing:
+        sources = {row.target: src for src, row in rows.items()}
+        named = [f"{m} (from {sources.get(m.split(' ')[0], '?')})" for m in missing]
+        raise FormatError(f"{origin}: missing tensor(s): {_names(named)}")
+    return state
+
+
+def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> the table's source names (for export). Fused tensors are split back (by
+    output columns), and layouts that always carry a bias get zeros where our model has none."""
+    sizes = part_sizes(config)
+    out = {}
+    for source, row in table.expand(config.n_layers).items():
+        tensor = state.get(row.target)
+        if tensor is None:
+            if row.zero_if_absent:
+                weight = state[row.target.rsplit(".", 1)[0] + ".weight"]
+                out[source] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
+            continue  # an optional tensor (a bias we do not have, a tied head)
+        if row.part is not None:
+            order = FUSED_PARTS[_fused_key(row.target)]
+            start = sum(sizes[p] for p in order[: order.index(row.part)])
+            tensor = tensor[..., start:start + sizes[row.part]]
+        out[source] = _transform(tensor, row.transform, config, inverse=True).contiguous()
+    return out
+
+
+def _names(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
