@@ -25,11 +25,11 @@ _EXPORTS = {
     "save": "lucidlm.weights",
     "export_hf": "lucidlm.weights",
     "default_model_path": "lucidlm.weights",
-    "generate": "lucidlm.generate",
-    "stream_generate": "lucidlm.generate",
-    "batch_generate": "lucidlm.generate",
-    "make_sampler": "lucidlm.generate",
-    "make_logits_processors": "lucidlm.generate",
+    "generate": "lucidlm.generation",
+    "stream_generate": "lucidlm.generation",
+    "batch_generate": "lucidlm.generation",
+    "make_sampler": "lucidlm.generation",
+    "make_logits_processors": "lucidlm.generation",
 }
 
 __all__ = sorted(_EXPORTS)

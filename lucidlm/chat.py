@@ -19,8 +19,8 @@ from typing import Any, Callable, TextIO
 import torch
 
 from .errors import LucidError
-from .generate import PromptCache, make_logits_processors, make_sampler, stream_generate
-from .generate.sampler import check_sampling
+from .generation import PromptCache, make_logits_processors, make_sampler, stream_generate
+from .generation.sampler import check_sampling
 
 HELP = """commands:
   /help                 this list

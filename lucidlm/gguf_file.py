@@ -10,6 +10,7 @@ error.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -159,6 +160,8 @@ class GGUFFile:
             if n_dims > 8:
                 raise FormatError(f"{self.path}: tensor {name} claims {n_dims} dimensions")
             dims = [cur.u64(f"the shape of {name}") for _ in range(n_dims)]
+            if 0 in dims:
+                raise FormatError(f"{self.path}: tensor {name} has an empty dimension {dims}")
             infos.append((name, dims, cur.u32(f"the type of {name}"), cur.u64(f"the offset of {name}")))
 
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -174,7 +177,7 @@ class GGUFFile:
                 block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(type_code)]
             except (ValueError, KeyError):
                 raise FormatError(f"{self.path}: tensor {name} has unknown type code {type_code}") from None
-            n_elements = int(np.prod(dims)) if dims else 1
+            n_elements = math.prod(dims)  # Python ints: a lying shape cannot overflow
             if dims and dims[0] % block_size:
                 raise FormatError(f"{self.path}: tensor {name}: row of {dims[0]} values is not a whole "
                                   f"number of {quant_type_name(type_code)} blocks")

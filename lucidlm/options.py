@@ -64,7 +64,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, temp: float, top_p: fl
 
 def sampling_from_args(args: argparse.Namespace) -> dict:
     """The sampler, processors and limits these flags ask for, validated."""
-    from .generate import make_logits_processors, make_sampler
+    from .generation import make_logits_processors, make_sampler
 
     if args.max_tokens < 1:
         raise LucidError(f"--max-tokens must be at least 1 (got {args.max_tokens})")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lucidlm
-from lucidlm.generate import generate_tokens
+from lucidlm.generation import generate_tokens
 
 from conftest import FAMILIES
 

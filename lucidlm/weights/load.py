@@ -17,9 +17,11 @@ from ..config import Config
 from ..default_model import default_model_path
 from ..errors import FormatError, LucidError
 from ..model import Transformer
-from .name_tables import NameTable
-from .translate import to_ours
+from .name_tables import NameTable, Row
+from .translate import count_layers, to_ours
 
+# Our own names, for counting the layers of our checkpoints.
+OUR_NAMES = NameTable("lucidlm", (Row("blocks.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),))
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -38,6 +40,12 @@ def build_model(config: Config, table: NameTable | None, names: Iterable[str], r
                 dtype: torch.dtype, device: torch.device | str | None, origin: str) -> Transformer:
     """A model whose weights come from `read(name)` for each source name, translated by `table`
     (None: the names are already ours)."""
+    names = list(names)
+    # Check the depth against the tensors before building anything: a corrupt or lying header
+    # must not make us build a billion layers.
+    found = count_layers(table if table is not None else OUR_NAMES, names)
+    if found != config.n_layers:
+        raise FormatError(f"{origin}: the config says {config.n_layers} layers, the tensors describe {found}")
     with torch.device("meta"):
         model = Transformer(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -47,7 +55,6 @@ def build_model(config: Config, table: NameTable | None, names: Iterable[str], r
         return read(name).to(target_device)
 
     if table is None:
-        names = list(names)
         unexpected = sorted(set(names) - set(expected))
         missing = sorted(set(expected) - set(names))
         if unexpected or missing:

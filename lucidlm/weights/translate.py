@@ -6,6 +6,7 @@ is an error that names it; so is a shape that does not match the model.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 import torch
@@ -50,6 +51,20 @@ def _fused_key(target: str) -> str | None:
     return None
 
 
+def count_layers(table: NameTable, source_names: Iterable[str]) -> int:
+    """How many layers the source's tensor names describe (highest layer index + 1)."""
+    patterns = [re.compile(re.escape(row.source).replace(r"\{i\}", r"(\d+)")) for row in table.rows
+                if "{i}" in row.source]
+    highest = -1
+    for name in source_names:
+        for candidate in (name, table.optional_prefix + name):
+            for pattern in patterns:
+                match = pattern.fullmatch(candidate)
+                if match:
+                    highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
 def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read: Callable[[str], torch.Tensor],
             expected: dict[str, tuple[int, ...]], dtype: torch.dtype, origin: str) -> dict[str, torch.Tensor]:
     """Translate every source tensor to our names; `expected` maps our names to shapes.
@@ -76,12 +91,21 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
             unexpected.append(name)
             continue
         got = parts.setdefault(row.target, {})
-        got[row.part] = _transform(read(name).to(dtype), row.transform, config)
+        source = read(name)
+        try:
+            got[row.part] = _transform(source.to(dtype), row.transform, config)
+        except RuntimeError:  # e.g. a row count the head split cannot divide
+            raise FormatError(f"{origin}: tensor {name} has shape {tuple(source.shape)}, which does not fit "
+                              f"the config") from None
         # Assemble a tensor as soon as its last part arrives, so the parts of only one fused
         # tensor are ever held beside the result.
         order = FUSED_PARTS[_fused_key(row.target)] if row.part is not None else (None,)
         if all(p in got for p in order):
-            tensor = got[None] if row.part is None else torch.cat([got[p] for p in order], dim=-1)
+            try:
+                tensor = got[None] if row.part is None else torch.cat([got[p] for p in order], dim=-1)
+            except RuntimeError:
+                shapes = ", ".join(f"{p}: {tuple(got[p].shape)}" for p in order)
+                raise FormatError(f"{origin}: the parts of {row.target} do not fit together ({shapes})") from None
             del parts[row.target]
             if tuple(tensor.shape) != tuple(expected[row.target]):
                 raise FormatError(f"{origin}: tensor for {row.target} has shape {tuple(tensor.shape)}, "
