@@ -105,17 +105,13 @@ class ChatSession:
             if not user_text.strip():
                 raise LucidError("empty message")
             self.messages.append({"role": "user", "content": user_text})
-        try:
-            ids = self.tokenizer.apply_chat_template(self.conversation(), add_generation_prompt=True)
-        except LucidError:
-            if user_text is not None:
-                self.messages.pop()
-            raise
         s = self.settings
         pieces: list[str] = []
-        response = None
+        response, ids = None, []
         start = time.perf_counter()
+        interrupted = False
         try:
+            ids = self.tokenizer.apply_chat_template(self.conversation(), add_generation_prompt=True)
             for response in stream_generate(
                     self.model, self.tokenizer, ids, max_tokens=s["max_tokens"],
                     sampler=make_sampler(s["temp"], s["top_k"], s["top_p"], s["min_p"]),
@@ -125,8 +121,7 @@ class ChatSession:
                     stop=self.stop, prompt_cache=self.cache, generator=self.generator):
                 pieces.append(response.text)
                 write(response.text)
-            interrupted = False
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # stop this answer, keep what was said
             interrupted = True
         except LucidError:
             if user_text is not None:
@@ -284,6 +279,8 @@ class Repl:
                     return 0
             except LucidError as exc:
                 self.say(f"error: {exc}")
+            except KeyboardInterrupt:  # during a command: abandon it, keep the session
+                self.write("\n[stopped]\n")
 
 
 def _enable_line_editing() -> None:

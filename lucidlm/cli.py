@@ -13,7 +13,7 @@ import sys
 # verb -> (module, add_arguments, main, one-line help)
 VERBS = {
     "chat": ("lucidlm.chat", "add_arguments", "main", "multi-turn chat with a model (default: SmolLM2-135M)"),
-    "generate": ("lucidlm.generation.command", "add_arguments", "main", "one completion of a prompt"),
+    "generate": ("lucidlm.complete", "add_arguments", "main", "one completion of a prompt"),
     "info": ("lucidlm.weights.info", "add_arguments", "main", "describe a model file: architecture, size, tokenizer"),
     "tokenize": ("lucidlm.tokenizer.commands", "add_tokenize_arguments", "tokenize_main",
                  "show how text becomes tokens (or --ids for scripts)"),

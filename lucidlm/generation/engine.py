@@ -92,7 +92,7 @@ class PromptCache:
     def step(self, token: int) -> torch.Tensor:
         return self._forward([token])
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the cache's tensors must stay usable outside it
     def _forward(self, ids: list[int]) -> torch.Tensor:
         x = torch.tensor([ids], dtype=torch.long, device=self.cache.device)
         logits = self.model(x, cache=self.cache, logits_for="last")  # (1, 1, V)

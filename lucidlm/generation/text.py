@@ -142,7 +142,7 @@ def generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int = 25
     return "".join(pieces)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def batch_generate(model, tokenizer, prompts: Sequence[str | Sequence[int]], max_tokens: int = 256,
                    sampler: Sampler | None = None, stop: str | Sequence[str] | None = None,
                    seed: int | None = None) -> list[str]:

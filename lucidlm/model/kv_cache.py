@@ -85,7 +85,7 @@ class KVCache:
                              f"forgotten the first {self.evicted} tokens")
         self.length = n_tokens - self.evicted
         if self.length == 0 and self.evicted == 0:
-            self.next_position.zero_()
+            self.next_position = torch.zeros_like(self.next_position)
             self.has_padding = False
             return
         filled = slice(0, self.length)

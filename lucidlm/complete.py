@@ -11,12 +11,12 @@ import sys
 
 import torch
 
-from ..errors import LucidError
-from .text import stream_generate
+from .errors import LucidError
+from .generation import stream_generate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..options import add_model_options, add_sampling_options
+    from .options import add_model_options, add_sampling_options
 
     parser.add_argument("--prompt", "-p", help="the prompt (default: read standard input)")
     parser.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
@@ -42,7 +42,7 @@ def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..options import load_from_args, sampling_from_args
+    from .options import load_from_args, sampling_from_args
 
     prompt = args.prompt
     if prompt is None:
