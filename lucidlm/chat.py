@@ -61,6 +61,7 @@ class ChatSession:
         self.cache = PromptCache(model)
         self._reseed()
         self.last: dict[str, Any] = {}
+        self.dropped = 0  # old messages left out because the conversation outgrew the context
 
     # --- settings ------------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class ChatSession:
         start = time.perf_counter()
         interrupted = False
         try:
-            ids = self.tokenizer.apply_chat_template(self.conversation(), add_generation_prompt=True)
+            ids = self._prompt_that_fits()
             for response in stream_generate(
                     self.model, self.tokenizer, ids, max_tokens=s["max_tokens"],
                     sampler=make_sampler(s["temp"], s["top_k"], s["top_p"], s["min_p"]),
@@ -138,6 +139,21 @@ class ChatSession:
             "seconds": time.perf_counter() - start,
         }
         return answer
+
+    def _prompt_that_fits(self) -> list[int]:
+        """The rendered conversation, dropping the oldest exchanges while it leaves no room for
+        an answer in the model's context (the system message always stays)."""
+        context = self.model.config.context_length
+        room = min(self.settings["max_tokens"], context // 4)
+        while True:
+            ids = self.tokenizer.apply_chat_template(self.conversation(), add_generation_prompt=True)
+            if len(ids) + room <= context or self.model.config.all_layers_slide:
+                return ids
+            if len(self.messages) <= 1:
+                raise LucidError(f"the message is too long: {len(ids)} tokens, the model's context is {context}")
+            removed = 2 if self.messages[1]["role"] == "assistant" else 1
+            del self.messages[:removed]
+            self.dropped += removed
 
     def retry(self, write: Callable[[str], None]) -> str:
         if not self.messages or self.messages[-1]["role"] != "assistant":
@@ -185,7 +201,8 @@ class ChatSession:
 
     def stats(self) -> str:
         lines = [f"cached tokens: {len(self.cache.tokens)} (context {self.model.config.context_length})",
-                 f"messages: {len(self.messages)}"]
+                 f"messages: {len(self.messages)}" + (f" ({self.dropped} older ones dropped to fit the context)"
+                                                      if self.dropped else "")]
         if self.last:
             l = self.last
             lines.append(f"last turn: prompt {l['prompt_tokens']} tokens, prefilled {l['prefilled']} new "

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", help="system message (with --chat)")
     parser.add_argument("--show-probs", action="store_true", help="print the top-5 next-token probabilities per step")
     parser.add_argument("--verbose", "-v", action="store_true", help="print token counts and speeds at the end")
+    parser.add_argument("--overflow", choices=["shift", "stop"], default="shift",
+                        help="when the context fills up: keep its newer half and go on (default), or stop")
     add_model_options(parser)
     add_sampling_options(parser, temp=0.0, top_p=1.0, repetition=1.0, max_tokens=256)
 
@@ -65,7 +67,8 @@ def main(args: argparse.Namespace) -> int:
     if args.show_probs:
         print(f"{'step':>4}  {'chosen':<14} {'p':>6}   top 5 next tokens")
     response, pieces = None, []
-    for step, response in enumerate(stream_generate(model, tokenizer, prompt, seed=args.seed, **sampling), 1):
+    for step, response in enumerate(stream_generate(model, tokenizer, prompt, seed=args.seed, overflow=args.overflow,
+                                                         **sampling), 1):
         if args.show_probs:
             print(probability_row(tokenizer, step, response.token, response.logprobs), flush=True)
             pieces.append(response.text)

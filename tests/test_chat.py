@@ -11,7 +11,13 @@ from lucidlm import Config, Tokenizer, Transformer
 from lucidlm.chat import ChatSession, Repl
 from lucidlm.errors import LucidError
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (a module-level switch would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,13 @@ from lucidlm.errors import LucidError
 from lucidlm.generation import PromptCache, generate_tokens
 from lucidlm.model.linear import TokenEmbedding
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (a module-level switch would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +27,9 @@ def model(tokenizer):
     torch.manual_seed(0)
     m = Transformer(Config(vocab_size=tokenizer.vocab_size, context_length=96, d_model=48, n_layers=2, n_heads=4,
                            n_kv_heads=2, d_ff=96)).eval()
-    for p in m.parameters():
-        p.normal_(0, 0.3)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
     return m
 
 

@@ -18,7 +18,13 @@ from conftest import make_tiny_hf_model
 from gguf_helpers import reference_with, write_llama_gguf
 
 Q = gguf.GGMLQuantizationType
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (a module-level switch would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,13 @@ import torch
 from lucidlm import Config, KVCache, SlidingKVCache, Transformer
 from lucidlm.model import attention_mask, plain_attention
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (a module-level switch would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 VARIANTS = {
     "llama-gqa": dict(),
@@ -29,8 +35,9 @@ def tiny(**overrides) -> Transformer:
     config = Config(**{**dict(vocab_size=50, context_length=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                               d_ff=48), **overrides})
     model = Transformer(config).eval()
-    for p in model.parameters():  # larger than the training init, so differences show
-        p.normal_(0, 0.3)
+    with torch.no_grad():
+        for p in model.parameters():  # larger than the training init, so differences show
+            p.normal_(0, 0.3)
     return model
 
 

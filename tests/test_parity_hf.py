@@ -9,7 +9,13 @@ from lucidlm.generation import generate_tokens
 
 from conftest import FAMILIES
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (a module-level switch would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 
 def padded_batch(vocab: int = 96):

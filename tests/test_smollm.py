@@ -6,7 +6,13 @@ import torch
 from lucidlm.generation import generate_tokens
 
 pytestmark = pytest.mark.slow
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (a module-level switch would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 PROMPTS = [
     "The capital of France is",

@@ -102,9 +102,14 @@ class PromptCache:
 
 def generate_tokens(model, prompt_ids: Sequence[int], prompt_cache: PromptCache | None = None,
                     sampler: Sampler | None = None, logits_processors: Sequence[LogitsProcessor] = (),
-                    generator: torch.Generator | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (token, logprobs (V,)) forever; the caller decides when to stop. logprobs are the
-    log-softmax of the processed logits, before temperature and filtering."""
+                    generator: torch.Generator | None = None,
+                    overflow: str = "stop") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (token, logprobs (V,)) until the caller stops or the context is full. logprobs are
+    the log-softmax of the processed logits, before temperature and filtering.
+
+    overflow="shift": when the context is full, keep its newer half and go on (positions restart,
+    as nanoGPT's cropping does); "stop": end the stream there.
+    """
     cache = prompt_cache if prompt_cache is not None else PromptCache(model)
     sampler = sampler or greedy
     logits = cache.prefill(prompt_ids)
@@ -117,4 +122,11 @@ def generate_tokens(model, prompt_ids: Sequence[int], prompt_cache: PromptCache 
         yield token, logprobs
         if history is not None:
             history.append(token)
-        logits = cache.step(token)
+        if cache.room() > 0:
+            logits = cache.step(token)
+        elif overflow == "shift":
+            keep = cache.tokens[len(cache.tokens) - model.config.context_length // 2 + 1:] + [token]
+            cache.reset()
+            logits = cache.prefill(keep)
+        else:
+            return

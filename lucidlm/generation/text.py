@@ -88,12 +88,15 @@ def _check(max_tokens: int) -> None:
 def stream_generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int = 256,
                     sampler: Sampler | None = None, logits_processors: Sequence[LogitsProcessor] = (),
                     stop: str | Sequence[str] | None = None, seed: int | None = None,
-                    prompt_cache: PromptCache | None = None,
-                    generator: torch.Generator | None = None) -> Iterator[GenerationResponse]:
+                    prompt_cache: PromptCache | None = None, generator: torch.Generator | None = None,
+                    overflow: str = "stop") -> Iterator[GenerationResponse]:
     """Yield one GenerationResponse per generated token; the last has a finish_reason.
 
     seed makes sampling reproducible; a generator (which seed would create) can be passed instead
-    to continue one random stream across calls, as the chat does across turns."""
+    to continue one random stream across calls, as the chat does across turns. overflow: what to
+    do when the context is full, "stop" or "shift" (see generate_tokens)."""
+    if overflow not in ("stop", "shift"):
+        raise LucidError(f"overflow must be stop or shift (got {overflow!r})")
     _check(max_tokens)
     ids = prompt_ids(tokenizer, prompt)
     cache = prompt_cache if prompt_cache is not None else PromptCache(model)
@@ -101,7 +104,8 @@ def stream_generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: i
         raise LucidError(f"the prompt has {len(ids)} tokens, which fills the model's context of "
                          f"{model.config.context_length}")
     # Each generated token but the last takes a cache slot, so this never runs past the context.
-    limit = min(max_tokens, model.config.context_length - len(ids)) if not cache.sliding else max_tokens
+    bounded = not cache.sliding and overflow == "stop"
+    limit = min(max_tokens, model.config.context_length - len(ids)) if bounded else max_tokens
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)
     stream = TextStream(tokenizer, [stop] if isinstance(stop, str) else (stop or ()))
@@ -109,7 +113,8 @@ def stream_generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: i
     start = time.perf_counter()
     prompt_tps = generation_tps = 0.0
     first = start
-    for n, (token, logprobs) in enumerate(generate_tokens(model, ids, cache, sampler, logits_processors, generator), 1):
+    tokens = generate_tokens(model, ids, cache, sampler, logits_processors, generator, overflow)
+    for n, (token, logprobs) in enumerate(tokens, 1):
         now = time.perf_counter()
         if n == 1:
             first = now

@@ -92,7 +92,8 @@ class RotaryEmbedding(nn.Module):
         """cos and sin, each (B, T, 1, D), ready to broadcast over the heads of (B, T, H, D)."""
         needed = int(positions.max()) + 1 if positions.numel() else 1
         if self.cos_table.shape[0] < needed or self.cos_table.device != positions.device:
-            self._build(max(needed, self.config.context_length), positions.device)
+            # Grow by doubling: a long context's full table would be memory most runs never use.
+            self._build(max(needed, 2 * self.cos_table.shape[0], 256), positions.device)
         cos = self.cos_table[positions].to(dtype).unsqueeze(2)
         sin = self.sin_table[positions].to(dtype).unsqueeze(2)
         return cos, sin

@@ -101,10 +101,13 @@ class Transformer(nn.Module):
             if bool(valid.all()):
                 valid = None  # no padding: take the fast path
         if positions is None:
-            start = cache.next_position[:, None] if cache is not None else 0
-            if valid is None:
-                positions = start + torch.arange(T, device=input_ids.device)[None, :].expand(B, T)
+            steps = torch.arange(T, device=input_ids.device)[None, :]  # (1, T)
+            if cache is None and valid is None:
+                positions = steps  # shared by every row: broadcasting keeps the backward cheap
+            elif valid is None:
+                positions = cache.next_position[:, None] + steps  # (B, T)
             else:
+                start = cache.next_position[:, None] if cache is not None else 0
                 positions = start + (valid.long().cumsum(dim=1) - 1).clamp(min=0)
 
         x = self.tok_emb(input_ids)  # (B, T, C)
@@ -162,6 +165,15 @@ class Transformer(nn.Module):
         """Choose the fused kernel (default) or the plain softmax path in every layer."""
         for block in self.blocks:
             block.attn.fused = fused
+
+    def set_dropout(self, p: float) -> None:
+        """Change every dropout rate (residual, embedding and attention), e.g. to fine-tune."""
+        self.config = self.config.replace(dropout=p, attention_dropout=p)
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, Attention):
+                module.dropout = p
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -65,7 +65,10 @@ class CharTokenizer:
         pass
 
     def apply_chat_template(self, messages, add_generation_prompt: bool = False, tokenize: bool = True, **kwargs):
-        raise LucidError("a character tokenizer has no chat template; use plain prompts")
+        """No template and no special tokens: the conversation is a plain transcript, one message
+        per paragraph, which the model simply continues."""
+        text = "".join(f"{m.get('content') or ''}\n\n" for m in messages)
+        return self.encode(text) if tokenize else text
 
     def save(self, directory: str | os.PathLike) -> None:
         from .formats import save_ours

@@ -35,8 +35,9 @@ def _tokenizer_rows(tokenizer) -> list[tuple[str, str]]:
         return [("tokenizer", "none"), ("chat template", "no")]
     kind = "characters" if tokenizer.kind == "char" else \
         f"byte-level BPE ({tokenizer.pre_tokenizer.name or 'custom'} split, {tokenizer.merge_rule})"
-    return [("tokenizer", f"{kind}, {tokenizer.vocab_size} tokens"),
-            ("chat template", "yes" if tokenizer.chat_template else "no (ChatML fallback)")]
+    template = "yes" if tokenizer.chat_template else \
+        "no (chat is a plain transcript)" if tokenizer.kind == "char" else "no (ChatML fallback)"
+    return [("tokenizer", f"{kind}, {tokenizer.vocab_size} tokens"), ("chat template", template)]
 
 
 def describe(path: str | Path | None) -> list[tuple[str, str]]:

@@ -1,0 +1,95 @@
+"""`lucidlm train` and `lucidlm data show`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import LucidError
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .settings import TRAIN_PRESETS, add_setting_flags
+
+    parser.description = ("Train a GPT from scratch (--preset, or a [model] table in --config) or fine-tune one "
+                          "(--init-from). Checkpoints, metrics.jsonl, loss.png and samples go to --out. "
+                          "Launch with torchrun for data-parallel training. Presets: " + ", ".join(TRAIN_PRESETS))
+    parser.add_argument("--config", help="TOML file of training settings, with an optional [model] table")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder where it stopped")
+    parser.add_argument("--force", action="store_true", help="start over in an --out folder that holds another run")
+    add_setting_flags(parser)
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from .run_folder import RunFolder
+    from .settings import TrainSettings, resolve
+    from .trainer import Trainer
+
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise LucidError("--resume continues a run in its own folder; leave out --out")
+        run = RunFolder(args.resume)
+        base = TrainSettings.from_dict(run.read()["settings"])
+        settings, _, _ = resolve(args, base=base)
+        settings.out = args.resume
+        trainer = Trainer(settings, None, resume=True)
+    else:
+        settings, config, explicit_vocab = resolve(args)
+        trainer = Trainer(settings, config, force=args.force, explicit_vocab=explicit_vocab)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        trainer.close()
+    return 0
+
+
+def add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, nargs="+", help="corpus file(s)")
+    parser.add_argument("--tokenizer", default="char", help="'char' (default) or a tokenizer folder/file")
+    parser.add_argument("--window", type=int, default=16, help="tokens per window (default 16)")
+    parser.add_argument("--stride", type=int, help="tokens between window starts (default: the window)")
+    parser.add_argument("--count", type=int, default=3, help="windows to show (default 3)")
+    parser.add_argument("--start", type=int, default=0, help="first window to show")
+    parser.add_argument("--doc-separator", help="also split files into documents at this string")
+
+
+def show_main(args: argparse.Namespace) -> int:
+    from ..tokenizer import CharTokenizer, Tokenizer
+    from ..tokenizer.commands import visible_piece
+    from .data import Split, Windows, read_corpus, tokenize_corpus
+
+    if args.window < 1 or (args.stride is not None and args.stride < 1) or args.count < 1:
+        raise LucidError("--window, --stride and --count must be at least 1")
+    paths = [Path(p) for p in args.data]
+    for path in paths:
+        if not path.is_file():
+            raise LucidError(f"{path}: no such file")
+    if args.tokenizer == "char":
+        tokenizer = CharTokenizer("".join(read_corpus(paths, args.doc_separator)))
+    else:
+        tokenizer = Tokenizer.from_file(args.tokenizer)
+    tokens, doc_starts, n_docs = tokenize_corpus(paths, tokenizer, args.doc_separator)
+    windows = Windows(Split(tokens, doc_starts), args.window, args.stride or args.window, tokenizer.pad_token_id or 0)
+    print(f"{len(tokens):,} tokens in {n_docs} document(s), {len(windows):,} windows of {args.window} "
+          f"(stride {args.stride or args.window}). Each target is the next input: the model learns to predict it.")
+    show = range(args.start, min(args.start + args.count, len(windows)))
+    if not show:
+        raise LucidError(f"there are only {len(windows)} windows")
+    inputs, targets, mask = windows.get(list(show))
+    for row, k in enumerate(show):
+        start, end = windows.locate(k)
+        print(f"\nwindow {k}: tokens {start}..{start + args.window} "
+              f"(padding masked: {int((~mask[row]).sum())})")
+        print(f"  input : {visible_piece(tokenizer.decode_bytes(inputs[row][mask[row]].tolist()))}")
+        print(f"  target: {visible_piece(tokenizer.decode_bytes(targets[row][mask[row]].tolist()))}")
+        print(f"  {'t':>4}  {'input':<16} {'target':<16} mask")
+        for t in range(args.window):
+            real = bool(mask[row, t])
+            shown_in = visible_piece(tokenizer.token_bytes(int(inputs[row, t]))) if real or t == 0 else "·pad·"
+            shown_out = visible_piece(tokenizer.token_bytes(int(targets[row, t]))) if real else "·pad·"
+            print(f"  {t:>4}  {shown_in:<16.16} {shown_out:<16.16} {int(real)}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,72 @@
+"""Data-parallel training with torch.distributed, when launched by torchrun.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; we then join the process group (gloo on CPU,
+nccl on CUDA), wrap the model in DistributedDataParallel, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def join(device: torch.device) -> World:
+    """Join the process group if torchrun started us; otherwise a world of one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return World()
+    import torch.distributed as dist
+
+    world = World(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return world
+
+
+def local_device(device: torch.device, world: World) -> torch.device:
+    """Each process of a multi-GPU run takes its own GPU."""
+    if device.type == "cuda" and world.distributed:
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def average(value: torch.Tensor, world: World) -> torch.Tensor:
+    if world.distributed:
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= world.size
+    return value
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def leave(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,132 @@
+"""The run folder: everything one training run writes, and checkpoints that lose nothing.
+
+    runs/shk/
+      run.json                  settings, model config, the latest and best checkpoints
+      lucidlm-tokenizer.json    the tokenizer (also in every checkpoint)
+      data/                     token shards (train.bin, val.bin) and their metadata
+      checkpoints/step-0000250/ model (our format) + trainer.pt (optimizer, RNG, data position)
+      metrics.jsonl, loss.png, samples.txt
+
+A checkpoint is written into a temporary folder and renamed into place, and run.json is updated
+only after that, so a crash or a full disk mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import LucidError
+from ..weights.checkpoint import CHECKPOINT_FILE, RUN_FILE, atomic_folder, write_checkpoint
+
+TRAINER_STATE = "trainer.pt"
+
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / RUN_FILE
+
+    def is_run(self) -> bool:
+        return self.info_path.exists()
+
+    def claim(self, force: bool) -> None:
+        """Make the folder ours for a new run; never silently overwrite another run."""
+        if self.path.exists() and any(self.path.iterdir()):
+            if not force:
+                what = "holds another training run" if self.is_run() else "is not empty"
+                raise LucidError(f"{self.path} {what}; continue it with --resume {self.path}, "
+                                 f"or pass --force to start over there")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> dict[str, Any]:
+        if not self.is_run():
+            raise LucidError(f"{self.path} is not a training run (no {RUN_FILE})")
+        try:
+            return json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LucidError(f"{self.info_path} is unreadable: {exc}") from None
+
+    def write(self, info: dict[str, Any]) -> None:
+        tmp = self.info_path.with_name(RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        os.replace(tmp, self.info_path)
+
+    def save_checkpoint(self, step: int, model, tokenizer, trainer_state: dict[str, Any], is_best: bool,
+                        keep_last: int, extra: dict[str, Any]) -> Path:
+        name = f"checkpoints/step-{step:07d}"
+        info = self.read()
+        try:
+            with atomic_folder(self.path / name) as tmp:
+                write_checkpoint(model, tokenizer, tmp, extra)
+                torch.save(trainer_state, tmp / TRAINER_STATE)
+        except OSError as exc:
+            kept = info.get("latest") or "none yet"
+            raise LucidError(f"could not write the checkpoint at step {step} ({exc.strerror or exc}); "
+                             f"the previous checkpoint ({kept}) is intact") from None
+        info["latest"] = name
+        if is_best:
+            info["best"] = name
+        info.setdefault("checkpoints", [])
+        if name not in info["checkpoints"]:
+            info["checkpoints"].append(name)
+        info["checkpoints"] = self._prune(info["checkpoints"], keep_last, info.get("best"))
+        self.write(info)
+        return self.path / name
+
+    def _prune(self, names: list[str], keep_last: int, best: str | None) -> list[str]:
+        """Keep the last K checkpoints and the best one; delete the rest."""
+        keep = set(names[-keep_last:]) | ({best} if best else set())
+        for name in names:
+            if name not in keep:
+                shutil.rmtree(self.path / name, ignore_errors=True)
+        return [n for n in names if n in keep]
+
+    def clean_partial(self) -> list[Path]:
+        """Remove half-written checkpoint folders left by a process that was killed mid-save."""
+        partial = [p for p in (self.path / "checkpoints").glob(".*.tmp-*") if p.is_dir()] \
+            if (self.path / "checkpoints").exists() else []
+        for path in partial:
+            shutil.rmtree(path, ignore_errors=True)
+        return partial
+
+    def latest(self) -> Path:
+        info = self.read()
+        name = info.get("latest")
+        if not name or not (self.path / name / CHECKPOINT_FILE).exists():
+            raise LucidError(f"{self.path} has no checkpoint to resume from")
+        return self.path / name
+
+    @staticmethod
+    def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
+        # Our own file, and still read with weights_only=True: tensors and plain containers only.
+        try:
+            return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise LucidError(f"{checkpoint / TRAINER_STATE} is unreadable: {exc}") from None
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume, forget records written after the checkpoint (they will be written again)."""
+        records = [r for r in self.read_metrics() if r["step"] <= step]
+        tmp = self.path / "metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, self.path / "metrics.jsonl")

@@ -1,0 +1,371 @@
+"""The trainer: AdamW, warmup + cosine schedule, clipping, gradient accumulation, evaluation,
+samples, metrics, plots and checkpoints, on one process or many (torchrun).
+
+A run can stop anywhere (Ctrl-C saves a checkpoint first) and `--resume` continues it exactly: the
+model, the optimizer, the step, every random generator and the data position are restored, so the
+loss trajectory equals that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..errors import LucidError
+from ..generation import make_sampler
+from ..model import Transformer
+from ..options import resolve_device
+from ..tokenizer import CharTokenizer, Tokenizer
+from . import distributed
+from .data import Batches, Windows, open_split, prepare, read_corpus
+from .optimizer import make_optimizer
+from .run_folder import RunFolder
+from .schedule import learning_rate
+from .settings import TrainSettings, check_data_paths
+
+
+def autocast_context(device: torch.device, mode: str):
+    """A context-manager factory: bfloat16 autocast where the hardware computes in bfloat16
+    natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX, where matmuls run 2-2.5x
+    faster, measured), or when mode is "bf16"; otherwise no autocast."""
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if mode == "bf16" or (mode == "auto" and supported):
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+class TrainingStopped(LucidError):
+    """Training cannot go on (a NaN loss); the message says what was kept."""
+
+
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the real targets (padding masked out)."""
+    targets = targets.masked_fill(~mask, -100)  # ignore_index
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings, config: Config | None, resume: bool = False,
+                 force: bool = False, explicit_vocab: bool = False) -> None:
+        """config: the model to train from scratch (None with --init-from or --resume).
+        explicit_vocab: the user set config.vocab_size; otherwise the tokenizer decides it."""
+        self.explicit_vocab = explicit_vocab
+        self.settings = s = settings
+        if s.out is None:
+            raise LucidError("say where the run goes: --out FOLDER")
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
+        device = resolve_device(s.device)
+        self.world = distributed.join(device)
+        self.device = distributed.local_device(device, self.world)
+        self.run = RunFolder(s.out)
+        self.main = self.world.is_main
+
+        state = None
+        if resume:
+            checkpoint = self.run.latest()
+            state = RunFolder.load_trainer_state(checkpoint)
+            if self.main:
+                self.run.clean_partial()
+        elif self.main:
+            self.run.claim(force)
+        distributed.barrier(self.world)
+
+        self.tokenizer = self._tokenizer(resume)
+        torch.manual_seed(s.seed)  # the same initial weights on every process and every run
+        self.model = self._model(config, resume)
+        self.config = self.model.config
+        self.window = s.window or self.config.context_length
+        if self.window > self.config.context_length and self.config.position == "learned":
+            raise LucidError(f"window {self.window} is longer than the model's learned context "
+                             f"{self.config.context_length}")
+        self._data()
+        self.optimizer = make_optimizer(self.model, s.learning_rate, s.weight_decay, (s.beta1, s.beta2), self.device)
+        self.step, self.best_val, self.tokens_seen, self.elapsed = 0, math.inf, 0, 0.0
+        torch.manual_seed(s.seed + 1 + self.world.rank)  # dropout differs per process, as it should
+        if state is not None:
+            self._restore(state)
+        elif self.main:
+            self.run.write({"settings": s.to_dict(), "config": self.config.to_dict(), "latest": None, "best": None,
+                            "checkpoints": [], "world_size": self.world.size})
+        self.train_model = self.model
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.autocast = self._autocast()
+
+    # --- setup -----------------------------------------------------------------------------------
+
+    def _tokenizer(self, resume: bool):
+        s, root = self.settings, self.run.path
+        if resume:
+            return Tokenizer.from_file(root)
+        if self.main:
+            paths = check_data_paths(s)
+            if s.init_from and not s.tokenizer:
+                tokenizer = None  # the pretrained model brings its own (see _model)
+            elif s.tokenizer == "char":
+                tokenizer = CharTokenizer("".join(read_corpus(paths, s.doc_separator)))
+            elif s.tokenizer:
+                tokenizer = Tokenizer.from_file(s.tokenizer)
+            else:
+                self._say(f"training a {s.bpe_vocab_size}-token BPE on the corpus (pass --tokenizer to reuse one)")
+                tokenizer = Tokenizer.train(read_corpus(paths, s.doc_separator), s.bpe_vocab_size, progress=True)
+            if tokenizer is not None:
+                tokenizer.save(root)
+        distributed.barrier(self.world)
+        return Tokenizer.from_file(root) if (root / "lucidlm-tokenizer.json").exists() else None
+
+    def _model(self, config: Config | None, resume: bool) -> Transformer:
+        s = self.settings
+        if resume:
+            from ..weights.checkpoint import load_checkpoint
+
+            model, _ = load_checkpoint(self.run.latest(), device=self.device)
+            return model.train()
+        if s.init_from:
+            from ..weights import load
+
+            model, own = load(s.init_from, device=self.device)
+            if self.tokenizer is None:
+                if own is None:
+                    raise LucidError(f"{s.init_from} has no tokenizer to encode the corpus with; pass --tokenizer")
+                self.tokenizer = own
+                if self.main:
+                    own.save(self.run.path)
+                distributed.barrier(self.world)
+            if self.tokenizer.vocab_size > model.config.vocab_size:
+                raise LucidError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but {s.init_from} has "
+                                 f"embeddings for {model.config.vocab_size}: the vocabulary does not fit the model")
+            if s.dropout is not None:
+                model.set_dropout(s.dropout)
+            return model.float().train()
+        if config is None:
+            raise LucidError("no model to train: give --preset, a [model] table in --config, or --init-from")
+        vocab = self.tokenizer.vocab_size
+        if self.explicit_vocab:
+            if config.vocab_size < vocab:
+                raise LucidError(f"the tokenizer has {vocab} tokens but the model's vocab_size is {config.vocab_size}: "
+                                 f"the vocabulary does not fit the model")
+            vocab = config.vocab_size  # a larger table is allowed (e.g. rounded up for speed)
+        config = config.replace(vocab_size=vocab, **({"dropout": s.dropout} if s.dropout is not None else {}))
+        with torch.device(self.device):
+            model = Transformer(config)
+        return model.train()
+
+    def _data(self) -> None:
+        s = self.settings
+        folder = self.run.path / "data"
+        if self.main:
+            prepare(check_data_paths(s), self.tokenizer, folder, s.val_fraction, s.doc_separator)
+        distributed.barrier(self.world)
+        pad = self.tokenizer.pad_token_id or 0
+        stride = s.stride or (1 if s.sampling == "random" else self.window)
+        self.train_windows = Windows(open_split(folder, "train"), self.window, stride, pad)
+        val = open_split(folder, "val")
+        self.val_windows = Windows(val, self.window, stride, pad)
+        if len(self.val_windows) == 0:
+            self.val_windows = None  # --val-fraction 0, or too little text left for one window
+        if len(self.train_windows) == 0:
+            raise LucidError("the training split is shorter than one window; use more text or a smaller --window")
+        self.batches = Batches(self.train_windows, s.batch_size, s.sampling, s.seed, self.world.rank, self.world.size)
+
+    def _autocast(self):
+        return autocast_context(self.device, self.settings.autocast)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.best_val = state["step"], state["best_val"]
+        self.tokens_seen, self.elapsed = state["tokens_seen"], state["elapsed"]
+        self.batches.restore(state["batches"])
+        torch.set_rng_state(state["rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.main:
+            self.run.truncate_metrics(self.step)
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        if self.world.is_main:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+
+    @torch.enable_grad()  # even if the caller switched gradients off globally
+    def train_step(self) -> float:
+        s = self.settings
+        lr = learning_rate(self.step, s.learning_rate, s.min_lr, s.warmup_iters, s.lr_decay_iters or s.max_iters)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(s.grad_accum):
+            inputs, targets, mask = (t.to(self.device) for t in self.batches.next())
+            # Only the last micro-batch synchronises gradients across processes.
+            sync = self.world.distributed and micro < s.grad_accum - 1
+            with (self.train_model.no_sync() if sync else contextlib.nullcontext()), self.autocast():
+                loss = masked_loss(self.train_model(inputs), targets, mask) / s.grad_accum
+                loss.backward()
+            total += float(loss.detach())
+            self.tokens_seen += int(mask.sum()) * self.world.size
+        if s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr = lr
+        return float(distributed.average(torch.tensor(total), self.world))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss on the same fixed batches at every evaluation, for train and validation."""
+        s = self.settings
+        self.model.eval()
+        out = {}
+        for name, windows in (("eval_train_loss", self.train_windows), ("val_loss", self.val_windows)):
+            if windows is None:
+                continue
+            batches = Batches(windows, s.batch_size, "random", s.seed + 1, self.world.rank, self.world.size)
+            losses = []
+            for _ in range(s.eval_iters):
+                inputs, targets, mask = (t.to(self.device) for t in batches.next())
+                with self.autocast():
+                    losses.append(float(masked_loss(self.model(inputs), targets, mask)))
+            out[name] = float(distributed.average(torch.tensor(sum(losses) / len(losses)), self.world))
+        if "val_loss" in out:
+            out["val_ppl"] = math.exp(min(out["val_loss"], 50.0))
+        self.model.train()
+        return out
+
+    @torch.no_grad()
+    def sample(self) -> str:
+        """A short text from the model as it is now (the context is cropped, like nanoGPT)."""
+        s, tok = self.settings, self.tokenizer
+        if s.sample_tokens == 0:
+            return ""
+        self.model.eval()
+        start = tok.encode("\n") if tok.kind == "char" and "\n" in tok.chars else \
+            [tok.eos_token_id if tok.eos_token_id is not None else 0]
+        sampler = make_sampler(temp=s.sample_temperature, top_k=0)
+        generator = torch.Generator().manual_seed(s.seed)
+        ids = list(start)
+        for _ in range(s.sample_tokens):
+            context = torch.tensor([ids[-self.window:]], device=self.device)
+            logits = self.model(context, logits_for="last")[:, -1].float().cpu()
+            ids.append(int(sampler(logits, generator)[0]))
+        self.model.train()
+        return tok.decode(ids[len(start):])
+
+    def save(self, is_best: bool = False) -> Path | None:
+        if not self.main:
+            return None
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "batches": self.batches.state(), "best_val": self.best_val, "tokens_seen": self.tokens_seen,
+                 "elapsed": self.elapsed}
+        return self.run.save_checkpoint(self.step, self.model, self.tokenizer, state, is_best,
+                                        self.settings.keep_last, {"step": self.step})
+
+    def fit(self) -> dict[str, Any]:
+        s = self.settings
+        from tqdm import tqdm
+
+        bar = tqdm(total=s.max_iters, initial=self.step, disable=not self.main or None, unit="it",
+                   dynamic_ncols=True, file=sys.stderr)
+        records = self.run.read_metrics() if self.main else []
+        if self.step == 0 and self.main:
+            self._log_eval(records, self.evaluate())
+        elif self.step == 0:
+            self.evaluate()  # every process takes part in the all-reduce
+        last_saved = self.step
+        try:
+            while self.step < s.max_iters:
+                tick = time.perf_counter()
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    latest = self.run.read().get("latest") if self.main else None
+                    kept = f"{self.run.path}/{latest}" if latest else "none was written yet"
+                    raise TrainingStopped(f"the loss became {loss} at step {self.step + 1}; stopped without saving. "
+                                          f"Last good checkpoint: {kept}. Try a lower --learning-rate")
+                seconds = time.perf_counter() - tick
+                self.elapsed += seconds
+                self.step += 1
+                tokens = s.batch_size * self.window * s.grad_accum * self.world.size
+                record = {"step": self.step, "train_loss": loss, "lr": self.lr, "ms_per_iter": seconds * 1000,
+                          "tokens_per_s": tokens / seconds}
+                evaluating = self.step % s.eval_interval == 0 or self.step == s.max_iters
+                if evaluating:
+                    record.update(self.evaluate())
+                if self.main and (self.step % s.log_interval == 0 or evaluating):
+                    records.append(record)
+                    self.run.append_metrics(record)
+                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+                bar.update(1)
+                is_best = evaluating and record.get("val_loss", math.inf) < self.best_val
+                if is_best:
+                    self.best_val = record["val_loss"]
+                if evaluating and self.main:
+                    self._log_eval(records, record)
+                if (s.checkpoint_interval and self.step % s.checkpoint_interval == 0) or self.step == s.max_iters \
+                        or is_best:
+                    self.save(is_best)
+                    last_saved = self.step
+        except KeyboardInterrupt:
+            bar.close()
+            if self.step > last_saved:
+                self.save()
+            self._say(f"interrupted at step {self.step}; checkpoint saved. Continue with: "
+                      f"lucidlm train --resume {self.run.path}")
+            raise
+        finally:
+            bar.close()
+        return self.summary()
+
+    def _log_eval(self, records: list[dict], result: dict[str, float]) -> None:
+        parts = [f"step {self.step}"] + [f"{k} {v:.4f}" for k, v in result.items() if k in ("eval_train_loss",
+                                                                                              "val_loss", "val_ppl")]
+        self._say(" | ".join(parts))
+        text = self.sample()
+        if text:
+            self._say("sample: " + text.replace("\n", "\n        ")[:2000])
+            with open(self.run.path / "samples.txt", "a", encoding="utf-8") as f:
+                f.write(f"--- step {self.step} ---\n{text}\n")
+        if self.settings.plot:
+            from .plot import plot_losses
+
+            plot_losses(records, self.run.path / "loss.png", f"{self.run.path.name}: loss")
+
+    def summary(self) -> dict[str, Any]:
+        records = self.run.read_metrics() if self.main else []
+        steps = [r for r in records if "ms_per_iter" in r]
+        evals = [r for r in records if "val_loss" in r]
+        result = {"steps": self.step, "tokens_seen": self.tokens_seen, "train_seconds": round(self.elapsed, 2),
+                  "ms_per_iter": round(sum(r["ms_per_iter"] for r in steps) / max(len(steps), 1), 3),
+                  "final_val_loss": evals[-1]["val_loss"] if evals else None,
+                  "final_train_loss": evals[-1].get("eval_train_loss") if evals else None,
+                  "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
+                  "run": str(self.run.path)}
+        if self.main:
+            info = self.run.read()
+            self._say(f"done: {self.step} steps, {self.tokens_seen:,} tokens in {self.elapsed:.1f} s "
+                      f"({result['ms_per_iter']:.1f} ms/step); best validation loss "
+                      f"{result['best_val_loss'] if result['best_val_loss'] is not None else '-'}; "
+                      f"best checkpoint {info.get('best') or info.get('latest')}; chat with it: "
+                      f"lucidlm chat --model {self.run.path}")
+        return result
+
+    def close(self) -> None:
+        distributed.leave(self.world)
+
