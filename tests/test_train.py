@@ -94,7 +94,8 @@ def test_a_short_run_writes_everything(tmp_path, corpus, capsys):
     run = tmp_path / "run"
     assert train("--data", str(corpus), *SMALL, "--max-iters", "10", "--out", str(run)) == 0
     records = metrics(run)
-    assert [r["step"] for r in records] == list(range(0, 11)) or [r["step"] for r in records][-1] == 10
+    assert [r["step"] for r in records] == list(range(0, 11))
+    assert "val_loss" in records[0] and "train_loss" not in records[0]  # the starting point
     for key in ("step", "train_loss", "lr", "ms_per_iter", "tokens_per_s"):
         assert key in records[-1]
     assert "val_loss" in records[-1] and "val_ppl" in records[-1]
@@ -110,9 +111,12 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, corpus):
     assert train(*common, "--max-iters", "8", "--out", str(tmp_path / "straight")) == 0
     assert train(*common, "--max-iters", "4", "--out", str(tmp_path / "split")) == 0
     assert train("--resume", str(tmp_path / "split"), "--max-iters", "8") == 0
-    straight = [r["train_loss"] for r in metrics(tmp_path / "straight") if "train_loss" in r]
-    resumed = [r["train_loss"] for r in metrics(tmp_path / "split") if "train_loss" in r]
-    assert len(straight) == 8 and resumed == straight  # exactly, not approximately
+    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "split")
+    train_losses = lambda records: [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val_losses = lambda records: {r["step"]: r["val_loss"] for r in records if "val_loss" in r}
+    assert len(train_losses(straight)) == 8
+    assert train_losses(resumed) == train_losses(straight)  # exactly, not approximately
+    assert val_losses(resumed)[5] == val_losses(straight)[5] and val_losses(resumed)[8] == val_losses(straight)[8]
 
 
 def test_refuses_to_overwrite_another_run(tmp_path, corpus, capsys):

@@ -51,7 +51,8 @@ class TrainingStopped(LucidError):
 
 def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the real targets (padding masked out)."""
-    targets = targets.masked_fill(~mask, -100)  # ignore_index
+    if not bool(mask.all()):
+        targets = targets.masked_fill(~mask, -100)  # cross_entropy's ignore_index
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
@@ -174,13 +175,15 @@ class Trainer:
         distributed.barrier(self.world)
         pad = self.tokenizer.pad_token_id or 0
         stride = s.stride or (1 if s.sampling == "random" else self.window)
-        self.train_windows = Windows(open_split(folder, "train"), self.window, stride, pad)
+        train = open_split(folder, "train")
+        if len(train) < self.window + 1:
+            raise LucidError(f"the training text is shorter than one window: {len(train)} tokens after the "
+                             f"validation split, a window needs {self.window + 1}; use more text or a smaller --window")
+        self.train_windows = Windows(train, self.window, stride, pad)
         val = open_split(folder, "val")
         self.val_windows = Windows(val, self.window, stride, pad)
         if len(self.val_windows) == 0:
             self.val_windows = None  # --val-fraction 0, or too little text left for one window
-        if len(self.train_windows) == 0:
-            raise LucidError("the training split is shorter than one window; use more text or a smaller --window")
         self.batches = Batches(self.train_windows, s.batch_size, s.sampling, s.seed, self.world.rank, self.world.size)
 
     def _autocast(self):
@@ -196,6 +199,9 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.main:
             self.run.truncate_metrics(self.step)
+            info = self.run.read()
+            info["settings"] = self.settings.to_dict()  # e.g. a longer --max-iters given with --resume
+            self.run.write(info)
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -285,10 +291,12 @@ class Trainer:
         bar = tqdm(total=s.max_iters, initial=self.step, disable=not self.main or None, unit="it",
                    dynamic_ncols=True, file=sys.stderr)
         records = self.run.read_metrics() if self.main else []
-        if self.step == 0 and self.main:
-            self._log_eval(records, self.evaluate())
-        elif self.step == 0:
-            self.evaluate()  # every process takes part in the all-reduce
+        if self.step == 0:
+            result = self.evaluate()  # every process takes part in the all-reduce
+            if self.main:  # the starting point of the curves
+                records.append({"step": 0, **result})
+                self.run.append_metrics(records[-1])
+                self._log_eval(records, result)
         last_saved = self.step
         try:
             while self.step < s.max_iters:
