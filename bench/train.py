@@ -84,25 +84,31 @@ def nanogpt_lr(step: int) -> float:
     return 1e-4 + 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) * (1e-3 - 1e-4)
 
 
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr_at, loss_of, autocast=contextlib.nullcontext):
+    """One training step: schedule, forward (under autocast), backward, clip, update."""
+    step_no = [0]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step_no[0])
+        with autocast():
+            loss = loss_of(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_no[0] += 1
+        return float(loss.detach())
+
+    return step
+
+
 def reference_step_fn(model: ReferenceGPT):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.99))  # nanoGPT uses the fused kernel only on CUDA
-    step_no = [0]
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        for g in opt.param_groups:
-            g["lr"] = nanogpt_lr(step_no[0])
-        loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step_no[0] += 1
-        return float(loss.detach())
-
-    return step
+    return make_step(model, opt, nanogpt_lr, model)
 
 
 def lucid_step_fn(model):
@@ -111,22 +117,9 @@ def lucid_step_fn(model):
     from lucidlm.train.trainer import autocast_context, masked_loss
 
     opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.99), torch.device("cpu"))
-    autocast = autocast_context(torch.device("cpu"), "auto")  # as the trainer does
-    step_no = [0]
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(step_no[0], 1e-3, 1e-4, 100, ITERS)
-        with autocast():
-            loss = masked_loss(model(x), y, torch.ones_like(y, dtype=torch.bool))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step_no[0] += 1
-        return float(loss.detach())
-
-    return step
+    return make_step(model, opt, lambda step: learning_rate(step, 1e-3, 1e-4, 100, ITERS),
+                     lambda x, y: masked_loss(model(x), y, torch.ones_like(y, dtype=torch.bool)),
+                     autocast_context(torch.device("cpu"), "auto"))  # as the trainer does
 
 
 def batches(data: torch.Tensor, n: int, seed: int):

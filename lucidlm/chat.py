@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Callable, TextIO
 import torch
 
 from .errors import LucidError
+from .files import write_atomic
 from .generation import PromptCache, make_logits_processors, make_sampler, stream_generate
 from .generation.sampler import check_sampling
 
@@ -175,10 +175,8 @@ class ChatSession:
 
     def save(self, path: str) -> None:
         data = {"system": self.system, "messages": self.messages, "settings": self.settings}
-        tmp = Path(path + ".tmp")
         try:
-            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
         except OSError as exc:
             raise LucidError(f"cannot write {path}: {exc.strerror}") from None
 

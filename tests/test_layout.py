@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lucidlm"
-LAYERS = ["errors", "config", "default_model", "gguf_file", "tokenizer", "model", "weights", "generation",
+LAYERS = ["errors", "files", "config", "default_model", "gguf_file", "tokenizer", "model", "weights", "generation",
           "options", "chat", "complete", "train", "cli"]
 
 

@@ -3,7 +3,6 @@ clear errors, data-parallel equality, fine-tuning, and the trained model used li
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import torch
 
 import lucidlm
 from lucidlm.cli import main
-from lucidlm.errors import LucidError
 from lucidlm.train.data import Batches, Split, Windows
 from lucidlm.train.schedule import learning_rate
 

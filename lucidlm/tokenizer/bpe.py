@@ -12,6 +12,8 @@ import heapq
 from collections import defaultdict
 from typing import Callable
 
+from .basic_bpe import replace_pair
+
 NO_RANK = 1 << 62
 
 
@@ -29,18 +31,6 @@ def merge_piece(ids: list[int], ranks: dict[tuple[int, int], int], results: list
             break
         ids[best_i:best_i + 2] = [results[best_rank]]
     return ids
-
-
-def _replace_pair(word: list[int], a: int, b: int, new_id: int) -> list[int]:
-    out, i, n = [], 0, len(word)
-    while i < n:
-        if i + 1 < n and word[i] == a and word[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
 
 
 def train_merges(word_counts: dict[bytes, int], n_merges: int, first_id: int = 256,
@@ -73,7 +63,7 @@ def train_merges(word_counts: dict[bytes, int], n_merges: int, first_id: int = 2
         touched = set()
         for index in where.pop((a, b)):
             word, count = words[index], counts[index]
-            new_word = _replace_pair(word, a, b, new_id)
+            new_word = replace_pair(word, (a, b), new_id)
             if len(new_word) == len(word):
                 continue  # the pair left this word in an earlier merge
             # Take the word's old pairs out and put its new pairs in; unchanged pairs net to zero.

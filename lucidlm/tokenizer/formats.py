@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError
+from ..files import read_json, write_atomic
 from .byte_unicode import bytes_to_text, text_to_bytes
 from .char import CharTokenizer
 from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
@@ -48,7 +49,7 @@ def load_tokenizer(path: str | os.PathLike, **options: Any):
     if path.suffix == ".tiktoken":
         return load_tiktoken(path, **options)
     if path.suffix == ".json":
-        data = _read_json(path)
+        data = read_json(path)
         if str(data.get("format", "")).startswith("lucidlm."):
             return load_ours(path)
         return load_tokenizer_json(path, data)
@@ -59,34 +60,12 @@ def load_tokenizer(path: str | os.PathLike, **options: Any):
     raise FormatError(f"{path}: not a tokenizer file lucidlm knows (GGUF, tokenizer.json, *.tiktoken, {OUR_FILE})")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object")
-    return data
-
-
 def _first_line(path: Path) -> str:
     try:
         with open(path, "rb") as f:
             return f.readline(200).decode("utf-8", errors="replace").strip()
     except OSError as exc:
         raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --- merges in canonical form ---------------------------------------------------------------------
@@ -135,7 +114,7 @@ def _merge_once(ids: list[int], ranks: dict, results: list[int], below: int) -> 
 def save_ours(tok, directory: str | os.PathLike) -> None:
     directory = Path(directory)
     if isinstance(tok, CharTokenizer):
-        _atomic_write(directory / OUR_FILE, json.dumps({"format": "lucidlm.char", "version": FORMAT_VERSION,
+        write_atomic(directory / OUR_FILE, json.dumps({"format": "lucidlm.char", "version": FORMAT_VERSION,
                                                         "chars": tok.chars}, ensure_ascii=False, indent=1))
         return
     triples = merge_triples(tok)
@@ -153,19 +132,19 @@ def save_ours(tok, directory: str | os.PathLike) -> None:
         "unk_token": tok.unk_token, "add_bos_token": tok.add_bos_token,
         "eos_token_ids": sorted(tok._extra_eos), "chat_template": tok.chat_template,
     }
-    _atomic_write(directory / OUR_FILE, json.dumps(data, ensure_ascii=False, indent=None))
+    write_atomic(directory / OUR_FILE, json.dumps(data, ensure_ascii=False, indent=None))
     lines = []
     origin = {new: (a, b) for a, b, new in triples}
     for i, token in enumerate(tok.vocab):
         shown = repr(token.decode("utf-8", errors="backslashreplace"))[1:-1]
         note = "special" if tok.is_special(i) else (f"{origin[i][0]} + {origin[i][1]}" if i in origin else "byte")
         lines.append(f"{i}\t{shown}\t{note}")
-    _atomic_write(directory / OUR_VOCAB_FILE, "\n".join(lines) + "\n")
+    write_atomic(directory / OUR_VOCAB_FILE, "\n".join(lines) + "\n")
 
 
 def load_ours(path: str | os.PathLike):
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     kind = data.get("format")
     if data.get("version") != FORMAT_VERSION:
         raise FormatError(f"{path}: unsupported tokenizer format version {data.get('version')!r}")
@@ -249,7 +228,7 @@ def _token_text(value: Any) -> str | None:
 def load_tokenizer_json(path: str | os.PathLike, data: dict[str, Any] | None = None) -> Tokenizer:
     path = Path(path)
     origin = str(path)
-    data = data if data is not None else _read_json(path)
+    data = data if data is not None else read_json(path)
     model = data.get("model")
     if not isinstance(model, dict):
         raise FormatError(f"{origin}: no 'model' section; not a tokenizer.json")
@@ -287,7 +266,7 @@ def load_tokenizer_json(path: str | os.PathLike, data: dict[str, Any] | None = N
 
     config = {}
     if (path.parent / "tokenizer_config.json").exists():
-        config = _read_json(path.parent / "tokenizer_config.json")
+        config = read_json(path.parent / "tokenizer_config.json")
     template = config.get("chat_template")
     if isinstance(template, list):  # named templates: take the default one
         template = next((t.get("template") for t in template if t.get("name") == "default"), None)
@@ -330,7 +309,7 @@ def save_tokenizer_json(tok: Tokenizer, path: str | os.PathLike) -> None:
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
                   "ignore_merges": tok.ignore_merges, "vocab": vocab, "merges": merges},
     }
-    _atomic_write(path, json.dumps(data, ensure_ascii=False))
+    write_atomic(path, json.dumps(data, ensure_ascii=False))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": tok.add_bos_token,
               "model_max_length": 1 << 30}
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
@@ -338,7 +317,7 @@ def save_tokenizer_json(tok: Tokenizer, path: str | os.PathLike) -> None:
             config[name] = getattr(tok, name)
     if tok.chat_template:
         config["chat_template"] = tok.chat_template
-    _atomic_write(path.parent / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
+    write_atomic(path.parent / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
 
 
 # --- tiktoken rank files ---------------------------------------------------------------------------
@@ -383,7 +362,7 @@ def load_tiktoken(path: str | os.PathLike, pattern: str = "gpt2",
 def save_tiktoken(tok: Tokenizer, path: str | os.PathLike) -> None:
     lines = [f"{base64.b64encode(token).decode('ascii')} {i}" for i, token in enumerate(tok.vocab)
              if not tok.is_special(i)]
-    _atomic_write(Path(path), "\n".join(lines) + "\n")
+    write_atomic(Path(path), "\n".join(lines) + "\n")
 
 
 # --- GGUF metadata ---------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import LucidError
+from ..files import write_atomic
 
 META_FILE = "meta.json"
 
@@ -96,12 +96,12 @@ def prepare(paths: Sequence[Path], tokenizer, folder: Path, val_fraction: float,
               "val": (tokens[n_train:], np.unique(np.concatenate([[0], doc_starts[doc_starts >= n_train] - n_train]))
                       if n_val else np.zeros(1, dtype=np.int64))}
     for name, (split_tokens, split_starts) in splits.items():
-        _write_atomic(folder / f"{name}.bin", split_tokens.astype(dtype).tobytes())
-        _write_atomic(folder / f"{name}.docs.npy", _npy_bytes(split_starts.astype(np.int64)))
+        write_atomic(folder / f"{name}.bin", split_tokens.astype(dtype).tobytes())
+        write_atomic(folder / f"{name}.docs.npy", _npy_bytes(split_starts.astype(np.int64)))
     meta = {"fingerprint": fingerprint, "dtype": np.dtype(dtype).name, "vocab_size": tokenizer.vocab_size,
             "train_tokens": int(n_train), "val_tokens": int(n_val), "documents": n_documents,
             "files": [str(p) for p in paths]}
-    _write_atomic(meta_path, json.dumps(meta, indent=2).encode())
+    write_atomic(meta_path, json.dumps(meta, indent=2).encode())
     return meta
 
 
@@ -111,12 +111,6 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def open_split(folder: Path, name: str) -> Split:

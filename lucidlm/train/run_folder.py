@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import LucidError
+from ..files import write_atomic
 from ..weights.checkpoint import CHECKPOINT_FILE, RUN_FILE, atomic_folder, write_checkpoint
 
 TRAINER_STATE = "trainer.pt"
@@ -57,9 +58,7 @@ class RunFolder:
             raise LucidError(f"{self.info_path} is unreadable: {exc}") from None
 
     def write(self, info: dict[str, Any]) -> None:
-        tmp = self.info_path.with_name(RUN_FILE + ".tmp")
-        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-        os.replace(tmp, self.info_path)
+        write_atomic(self.info_path, json.dumps(info, indent=2))
 
     def save_checkpoint(self, step: int, model, tokenizer, trainer_state: dict[str, Any], is_best: bool,
                         keep_last: int, extra: dict[str, Any]) -> Path:
@@ -127,6 +126,4 @@ class RunFolder:
     def truncate_metrics(self, step: int) -> None:
         """On resume, forget records written after the checkpoint (they will be written again)."""
         records = [r for r in self.read_metrics() if r["step"] <= step]
-        tmp = self.path / "metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, self.path / "metrics.jsonl")
+        write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))

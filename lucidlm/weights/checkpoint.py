@@ -18,7 +18,7 @@ import torch
 
 from ..config import Config
 from ..errors import FormatError
-from .hf_folder import read_json
+from ..files import read_json
 
 CHECKPOINT_FILE = "lucidlm.json"
 RUN_FILE = "run.json"  # marks a training run folder (see lucidlm.train)

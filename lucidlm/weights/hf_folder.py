@@ -3,7 +3,6 @@ generation settings. Pickled *.bin weights are refused: loading them could run a
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -11,19 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import FormatError
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object")
-    return data
+from ..files import read_json
 
 
 class SafetensorsSource:

@@ -47,7 +47,7 @@ def describe(path: str | Path | None) -> list[tuple[str, str]]:
     from .checkpoint import CHECKPOINT_FILE, RUN_FILE, latest_checkpoint
     from .gguf_model import config_from_gguf
     from .hf_config import config_from_hf
-    from .hf_folder import read_json
+    from ..files import read_json
 
     path = Path(path) if path is not None else default_model_path()
     if not path.exists():

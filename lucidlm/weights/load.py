@@ -135,7 +135,8 @@ def _load_gguf(path: Path, dtype: torch.dtype, device):
 def _load_hf_folder(folder: Path, dtype: torch.dtype, device):
     from ..tokenizer.formats import load_tokenizer_json
     from .hf_config import config_from_hf
-    from .hf_folder import SafetensorsSource, eos_ids_from, read_json
+    from ..files import read_json
+    from .hf_folder import SafetensorsSource, eos_ids_from
     from .name_tables import HF_GPT2, HF_LLAMA
 
     config, family = config_from_hf(read_json(folder / "config.json"), str(folder))
