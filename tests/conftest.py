@@ -51,6 +51,13 @@ def make_tiny_hf_model(family: str, seed: int = 0, **overrides):
 FAMILIES = ["gpt2", "llama", "qwen2", "mistral"]
 
 
+@pytest.fixture
+def inference_only():
+    """No autograd, for modules that only run models (a global switch would leak into others)."""
+    with torch.no_grad():
+        yield
+
+
 @pytest.fixture(scope="session")
 def hf_models(tmp_path_factory):
     """family -> (transformers model, saved folder)."""

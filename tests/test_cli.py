@@ -46,7 +46,9 @@ def test_info_describes_the_default_model(capsys):
     (["generate", "--prompt", "   "], "prompt is empty"),
     (["generate", "--prompt", "hi", "--system", "x"], "--system needs --chat"),
     (["tokenize", "--tokenizer", "/nope", "x"], "no such file"),
-    (["generate", "--prompt", "hi", "--device", "cuda"], "CUDA"),
+    (["generate", "--prompt", "hi", "--device", "quantum"], "unknown device"),
+    pytest.param(["generate", "--prompt", "hi", "--device", "cuda"], "no CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_user_mistakes_are_one_line_errors(capsys, argv, message):
     code, out, err = run(capsys, *argv)

@@ -10,11 +10,7 @@ from lucidlm.model.linear import TokenEmbedding
 
 
 
-@pytest.fixture(autouse=True)
-def _no_grad():
-    """Inference only in this module (a module-level switch would leak into other modules)."""
-    with torch.no_grad():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_only")
 
 
 @pytest.fixture(scope="module")

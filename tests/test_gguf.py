@@ -20,11 +20,7 @@ from gguf_helpers import reference_with, write_llama_gguf
 Q = gguf.GGMLQuantizationType
 
 
-@pytest.fixture(autouse=True)
-def _no_grad():
-    """Inference only in this module (a module-level switch would leak into other modules)."""
-    with torch.no_grad():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_only")
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,7 @@ from lucidlm.model import attention_mask, plain_attention
 
 
 
-@pytest.fixture(autouse=True)
-def _no_grad():
-    """Inference only in this module (a module-level switch would leak into other modules)."""
-    with torch.no_grad():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_only")
 
 VARIANTS = {
     "llama-gqa": dict(),

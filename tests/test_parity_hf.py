@@ -11,11 +11,7 @@ from conftest import FAMILIES
 
 
 
-@pytest.fixture(autouse=True)
-def _no_grad():
-    """Inference only in this module (a module-level switch would leak into other modules)."""
-    with torch.no_grad():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_only")
 
 
 def padded_batch(vocab: int = 96):

@@ -5,14 +5,9 @@ import torch
 
 from lucidlm.generation import generate_tokens
 
-pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def _no_grad():
-    """Inference only in this module (a module-level switch would leak into other modules)."""
-    with torch.no_grad():
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("inference_only")]
 
 PROMPTS = [
     "The capital of France is",
