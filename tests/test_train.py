@@ -117,6 +117,28 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, corpus):
     assert val_losses(resumed)[5] == val_losses(straight)[5] and val_losses(resumed)[8] == val_losses(straight)[8]
 
 
+def test_old_checkpoints_are_pruned_but_the_best_is_kept(tmp_path, corpus):
+    run = tmp_path / "run"
+    assert train("--data", str(corpus), *SMALL, "--max-iters", "12", "--checkpoint-interval", "2",
+                 "--keep-last", "2", "--out", str(run)) == 0
+    info = json.loads((run / "run.json").read_text())
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert info["checkpoints"][-2:] == ["checkpoints/step-0000010", "checkpoints/step-0000012"]
+    assert set(kept) == {n.split("/")[1] for n in info["checkpoints"]} and len(kept) <= 3
+    assert info["best"] in info["checkpoints"]
+
+
+def test_the_small_bpe_preset_trains_its_own_tokenizer(tmp_path, corpus):
+    run = tmp_path / "run"
+    assert train("--data", str(corpus), "--preset", "small-bpe", "--bpe-vocab-size", "300", "--window", "32",
+                 "--batch-size", "2", "--max-iters", "2", "--eval-interval", "2", "--eval-iters", "1",
+                 "--sample-tokens", "5", "--out", str(run)) == 0
+    tokenizer = lucidlm.Tokenizer.from_file(run)
+    assert tokenizer.vocab_size == 300 and tokenizer.kind == "bpe"
+    model, _ = lucidlm.load(run)
+    assert model.config.vocab_size == 300 and model.config.n_layers == 6
+
+
 def test_refuses_to_overwrite_another_run(tmp_path, corpus, capsys):
     run = tmp_path / "run"
     assert train("--data", str(corpus), *SMALL, "--max-iters", "2", "--out", str(run)) == 0
