@@ -24,8 +24,10 @@ class KVCache:
         capacity = min(capacity or config.context_length, self.max_capacity)
         self.device, self.dtype = torch.device(device or "cpu"), dtype
         shape = (batch_size, config.n_kv_heads, capacity, config.head_dim)
-        self.keys = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.n_layers)]
-        self.values = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.n_layers)]
+        # empty, not zeros: a slot is read only after it is written, and untouched memory costs
+        # nothing resident until then (a chat's 1024-token cache holds a few hundred).
+        self.keys = [torch.empty(shape, device=self.device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.empty(shape, device=self.device, dtype=dtype) for _ in range(config.n_layers)]
         self.positions = torch.zeros(batch_size, capacity, dtype=torch.long, device=self.device)
         self.valid = torch.ones(batch_size, capacity, dtype=torch.bool, device=self.device)
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=self.device)
@@ -107,15 +109,16 @@ class KVCache:
 
     def _grow(self, capacity: int) -> None:
         # Reallocation is rare (the capacity doubles), so the per-token path never allocates.
-        def grown(t: torch.Tensor, dim: int, fill) -> torch.Tensor:
+        def grown(t: torch.Tensor, dim: int, fill=None) -> torch.Tensor:
             shape = list(t.shape)
             shape[dim] = capacity
-            new = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+            new = torch.empty(shape, dtype=t.dtype, device=t.device) if fill is None else \
+                torch.full(shape, fill, dtype=t.dtype, device=t.device)
             new.narrow(dim, 0, t.shape[dim]).copy_(t)
             return new
 
-        self.keys = [grown(t, 2, 0) for t in self.keys]
-        self.values = [grown(t, 2, 0) for t in self.values]
+        self.keys = [grown(t, 2) for t in self.keys]
+        self.values = [grown(t, 2) for t in self.values]
         self.positions = grown(self.positions, 1, 0)
         self.valid = grown(self.valid, 1, True)
 
