@@ -165,6 +165,18 @@ def test_a_flipped_byte_in_the_header_gives_a_clean_error_or_a_model(good_file, 
         pass
 
 
+def test_a_corrupt_quantization_scale_is_refused_not_loaded_as_nan(tiny_llama, tmp_path):
+    path = tmp_path / "nan.gguf"
+    write_llama_gguf(path, tiny_llama, Q.Q8_0)
+    with GGUFFile(path) as f:
+        offset = f.tensors["blk.0.ffn_up.weight"].offset
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 2] = np.float16(np.nan).tobytes()  # the first block's fp16 scale
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"blk\.0\.ffn_up\.weight holds NaN"):
+        lucidlm.load(path)
+
+
 def test_non_utf8_metadata_is_named(tmp_path):
     writer = gguf.GGUFWriter(str(tmp_path / "u.gguf"), "llama")
     writer.add_string("general.name", "x" * 5)

@@ -18,7 +18,7 @@ from ..default_model import default_model_path
 from ..errors import FormatError, LucidError
 from ..model import Transformer
 from .name_tables import NameTable, Row
-from .translate import count_layers, to_ours
+from .translate import check_finite, count_layers, to_ours
 
 # Our own names, for counting the layers of our checkpoints.
 OUR_NAMES = NameTable("lucidlm", (Row("blocks.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),))
@@ -64,6 +64,7 @@ def build_model(config: Config, table: NameTable | None, names: Iterable[str], r
         state = {}
         for name in expected:
             tensor = read_on_device(name).to(dtype)
+            check_finite(tensor, name, origin)
             if tuple(tensor.shape) != expected[name]:
                 raise FormatError(f"{origin}: tensor {name} has shape {tuple(tensor.shape)}, "
                                   f"the config says {expected[name]}")

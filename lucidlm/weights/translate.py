@@ -51,6 +51,14 @@ def _fused_key(target: str) -> str | None:
     return None
 
 
+def check_finite(tensor: torch.Tensor, name: str, origin: str) -> None:
+    """A NaN or infinity in the weights means a corrupt file (a flipped scale in a quantized block
+    dequantizes to NaN); refuse it rather than run a silently broken model. One sum is enough:
+    real weights never sum past float32's range."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())):
+        raise FormatError(f"{origin}: tensor {name} holds NaN or infinite values (a corrupt file?)")
+
+
 def count_layers(table: NameTable, source_names: Iterable[str]) -> int:
     """How many layers the source's tensor names describe (highest layer index + 1)."""
     patterns = [re.compile(re.escape(row.source).replace(r"\{i\}", r"(\d+)")) for row in table.rows
@@ -92,6 +100,7 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
             continue
         got = parts.setdefault(row.target, {})
         source = read(name)
+        check_finite(source, name, origin)
         try:
             got[row.part] = _transform(source.to(dtype), row.transform, config)
         except RuntimeError:  # e.g. a row count the head split cannot divide
