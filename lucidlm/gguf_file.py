@@ -201,7 +201,8 @@ class GGUFFile:
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         raw = np.frombuffer(self._map, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
         byte_shape = (*info.shape[:-1], info.shape[-1] // block_size * type_size) if info.shape else (type_size,)
-        values = dequantize(raw.reshape(byte_shape), qtype)
+        with np.errstate(invalid="ignore", over="ignore"):  # a corrupt block gives NaN; the loader refuses it
+            values = dequantize(raw.reshape(byte_shape), qtype)
         if values.dtype != np.float32:
             values = values.astype(np.float32)
         # F32 (and F16 cast in place) can still point into the mapping, which close() invalidates.
