@@ -13,6 +13,7 @@ import torch
 
 from .errors import LucidError
 from .generation import stream_generate
+from .tokenizer.commands import visible_piece
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,16 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sampling_options(parser, temp=0.0, top_p=1.0, repetition=1.0, max_tokens=256)
 
 
-def visible(text: str) -> str:
-    """A token's text with whitespace made visible, for tables."""
-    return repr(text)[1:-1].replace(" ", "·")
-
-
 def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) -> str:
     probs = logprobs.exp()
     top = torch.topk(probs, 5)
-    chosen = f"{visible(tokenizer.decode([token])):<14.14} {float(probs[token]):6.3f}"
-    others = " | ".join(f"{visible(tokenizer.decode([int(i)])):<10.10} {float(p):5.3f}"
+    chosen = f"{visible_piece(tokenizer.token_bytes(token)):<14.14} {float(probs[token]):6.3f}"
+    others = " | ".join(f"{visible_piece(tokenizer.token_bytes(int(i))):<10.10} {float(p):5.3f}"
                         for p, i in zip(top.values, top.indices))
     return f"{step:>4}  {chosen}   {others}"
 

@@ -13,6 +13,24 @@ def permute_for_llama_cpp(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def write_gguf(path: Path, arch: str = "llama", strings: dict[str, str] | None = None,
+               tensors: dict[str, tuple[np.ndarray, object]] | None = None) -> Path:
+    """A minimal GGUF file: an architecture, some string metadata, raw tensors {name: (data, type)}."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in (strings or {}).items():
+        writer.add_string(key, value)
+    for name, (data, kind) in (tensors or {}).items():
+        writer.add_tensor(name, data, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    if tensors:
+        writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def byte_level_vocab(tokenizer):
     from lucidlm.tokenizer.byte_unicode import bytes_to_text
 

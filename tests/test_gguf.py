@@ -15,7 +15,7 @@ from lucidlm.errors import FormatError, LucidError
 from lucidlm.gguf_file import GGUFFile
 
 from conftest import make_tiny_hf_model
-from gguf_helpers import reference_with, write_llama_gguf
+from gguf_helpers import reference_with, write_gguf, write_llama_gguf
 
 Q = gguf.GGMLQuantizationType
 
@@ -65,13 +65,7 @@ def test_k_quant_tensors_dequantize_with_their_shape(tmp_path, qtype):
     rng = np.random.default_rng(0)
     rows, cols = 3, 512
     raw = _k_quant_blocks(qtype, rows * cols // 256, rng).reshape(rows, -1)
-    writer = gguf.GGUFWriter(str(tmp_path / "k.gguf"), "llama")
-    writer.add_tensor("w", raw, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    with GGUFFile(tmp_path / "k.gguf") as f:
+    with GGUFFile(write_gguf(tmp_path / "k.gguf", tensors={"w": (raw, qtype)})) as f:
         values = f.read("w")
     assert values.shape == (rows, cols) and values.dtype == np.float32 and np.isfinite(values).all()
     np.testing.assert_array_equal(values, gguf.quants.dequantize(raw, qtype))
@@ -178,11 +172,7 @@ def test_a_corrupt_quantization_scale_is_refused_not_loaded_as_nan(tiny_llama, t
 
 
 def test_non_utf8_metadata_is_named(tmp_path):
-    writer = gguf.GGUFWriter(str(tmp_path / "u.gguf"), "llama")
-    writer.add_string("general.name", "x" * 5)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
+    write_gguf(tmp_path / "u.gguf", strings={"general.name": "x" * 5})
     data = (tmp_path / "u.gguf").read_bytes().replace(b"xxxxx", b"\xff\xfe\xfd\xfc\xfb")
     (tmp_path / "u.gguf").write_bytes(data)
     with pytest.raises(FormatError, match="general.name is not valid UTF-8"):
@@ -190,21 +180,12 @@ def test_non_utf8_metadata_is_named(tmp_path):
 
 
 def test_unsupported_architecture_and_tensor_type(tiny_llama, tmp_path):
-    writer = gguf.GGUFWriter(str(tmp_path / "arch.gguf"), "mamba")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
     with pytest.raises(FormatError, match="unsupported architecture 'mamba'"):
-        lucidlm.load(tmp_path / "arch.gguf")
+        lucidlm.load(write_gguf(tmp_path / "arch.gguf", "mamba"))
 
-    writer = gguf.GGUFWriter(str(tmp_path / "iq.gguf"), "llama")
-    block_size, type_size = gguf.GGML_QUANT_SIZES[Q.IQ2_XXS]
-    writer.add_tensor("w", np.zeros((1, type_size), dtype=np.uint8), raw_dtype=Q.IQ2_XXS)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    with GGUFFile(tmp_path / "iq.gguf") as f, pytest.raises(FormatError, match="tensor w uses IQ2_XXS"):
+    _, type_size = gguf.GGML_QUANT_SIZES[Q.IQ2_XXS]
+    iq = write_gguf(tmp_path / "iq.gguf", tensors={"w": (np.zeros((1, type_size), dtype=np.uint8), Q.IQ2_XXS)})
+    with GGUFFile(iq) as f, pytest.raises(FormatError, match="tensor w uses IQ2_XXS"):
         f.read("w")
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..errors import LucidError
-from ..generation import make_sampler
+from ..generation import generate, make_sampler
 from ..model import Transformer
 from ..options import resolve_device
 from ..tokenizer import CharTokenizer, Tokenizer
@@ -255,24 +255,19 @@ class Trainer:
         self.model.train()
         return out
 
-    @torch.no_grad()
     def sample(self) -> str:
-        """A short text from the model as it is now (the context is cropped, like nanoGPT)."""
+        """A short text from the model as it is now, through the generation engine (a context that
+        fills up keeps its newer half and goes on, as nanoGPT's cropping does)."""
         s, tok = self.settings, self.tokenizer
         if s.sample_tokens == 0:
             return ""
         self.model.eval()
         start = tok.encode("\n") if tok.kind == "char" and "\n" in tok.chars else \
             [tok.eos_token_id if tok.eos_token_id is not None else 0]
-        sampler = make_sampler(temp=s.sample_temperature, top_k=0)
-        generator = torch.Generator().manual_seed(s.seed)
-        ids = list(start)
-        for _ in range(s.sample_tokens):
-            context = torch.tensor([ids[-self.window:]], device=self.device)
-            logits = self.model(context, logits_for="last")[:, -1].float().cpu()
-            ids.append(int(sampler(logits, generator)[0]))
+        text = generate(self.model, tok, start, max_tokens=s.sample_tokens, seed=s.seed, overflow="shift",
+                        sampler=make_sampler(temp=s.sample_temperature))
         self.model.train()
-        return tok.decode(ids[len(start):])
+        return text
 
     def save(self, is_best: bool = False) -> Path | None:
         if not self.main:
