@@ -11,6 +11,10 @@ code path) and reports its final losses. Prints one JSON line.
 
     python bench/train.py                  # rounds + lucidlm's full run (~2-3 minutes)
     python bench/train.py --full-reference # also the reference's full run, for its final loss
+    python bench/train.py --seeds 3        # also both full runs for 3 seeds: mean losses (~10 minutes)
+
+Losses: `*_val_loss` is the 20-batch estimate nanoGPT prints; `*_val_loss_whole_split` is the exact
+loss over the whole validation split (float32), which is what the seed sweep compares.
 """
 
 from __future__ import annotations
@@ -152,29 +156,57 @@ def timed_rounds(rounds: int, per_round: int) -> dict:
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}  # median over rounds
 
 
-def full_reference_run() -> dict:
+def split_tokens(encode) -> tuple[torch.Tensor, torch.Tensor]:
+    """nanoGPT's split of the corpus: the first 90% trains, the rest validates."""
+    data = torch.tensor(encode(CORPUS.read_text(encoding="utf-8")), dtype=torch.long)
+    n = int(0.9 * len(data))
+    return data[:n], data[n:]
+
+
+@torch.no_grad()
+def whole_split_loss(logits_of, tokens: torch.Tensor) -> float:
+    """Mean next-token loss over every full, non-overlapping window of a split, in float32.
+
+    The 20-batch estimate that nanoGPT prints (and our trainer logs) samples about 15k of the
+    split's 111k targets, so two runs of the same quality differ by about 0.01 on it; this is exact.
+    """
+    n = (len(tokens) - 1) // WINDOW
+    x = tokens[: n * WINDOW].view(n, WINDOW)
+    y = tokens[1: n * WINDOW + 1].view(n, WINDOW)
+    total = sum(float(F.cross_entropy(logits_of(x[i:i + 48]).flatten(0, 1).float(), y[i:i + 48].flatten(),
+                                      reduction="sum")) for i in range(0, n, 48))
+    return total / y.numel()
+
+
+def full_reference_run(seed: int = 1337) -> dict:
     from lucidlm.tokenizer import CharTokenizer
 
-    text = CORPUS.read_text(encoding="utf-8")
-    tok = CharTokenizer(text)
-    data = torch.tensor(tok.encode(text), dtype=torch.long)
-    n = int(0.9 * len(data))
-    train, val = data[:n], data[n:]
-    torch.manual_seed(1337)
+    tok = CharTokenizer(CORPUS.read_text(encoding="utf-8"))
+    train, val = split_tokens(tok.encode)
+    torch.manual_seed(seed)
     model = ReferenceGPT(tok.vocab_size).train()
     step = reference_step_fn(model)
     start = time.perf_counter()
-    for x, y in batches(train, ITERS, seed=1337):
+    for x, y in batches(train, ITERS, seed=seed):
         step(x, y)
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
         losses = {name: sum(float(model(x, y)) for x, y in batches(split, 20, seed=7)) / 20
                   for name, split in (("train", train), ("val", val))}
-    return {"ms_per_iter": seconds / ITERS * 1000, "val_loss": losses["val"], "train_loss": losses["train"]}
+    logits_of = lambda x: model.head(model.ln_f(reference_hidden(model, x)))
+    return {"ms_per_iter": seconds / ITERS * 1000, "val_loss": losses["val"], "train_loss": losses["train"],
+            "val_loss_whole_split": whole_split_loss(logits_of, val)}
 
 
-def lucid_full_run() -> dict:
+def reference_hidden(model: ReferenceGPT, idx: torch.Tensor) -> torch.Tensor:
+    x = model.wte(idx) + model.wpe(torch.arange(idx.shape[1]))
+    for block in model.blocks:
+        x = block(x)
+    return x
+
+
+def lucid_full_run(seed: int = 1337) -> dict:
     from lucidlm.train.settings import TRAIN_PRESETS, TrainSettings
     from lucidlm.config import PRESETS
     from lucidlm.train.trainer import Trainer
@@ -182,13 +214,27 @@ def lucid_full_run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         settings = TrainSettings.from_dict({**TrainSettings().to_dict(), **TRAIN_PRESETS["shakespeare-char"],
                                             "data": [str(CORPUS)], "out": f"{tmp}/run", "preset": "shakespeare-char",
-                                            "checkpoint_interval": 0, "sample_tokens": 0, "plot": False})
+                                            "seed": seed, "checkpoint_interval": 0, "sample_tokens": 0, "plot": False})
         start = time.perf_counter()
         trainer = Trainer(settings, PRESETS["shakespeare-char"])
         result = trainer.fit()
-        trainer.close()
         result["wall_seconds"] = time.perf_counter() - start
+        model = trainer.model.eval()
+        _, val = split_tokens(trainer.tokenizer.encode)
+        result["val_loss_whole_split"] = whole_split_loss(model, val)
+        trainer.close()
     return result
+
+
+def seed_sweep(seeds: int) -> dict:
+    """Both full runs for several seeds: final validation losses are noisy from seed to seed
+    (about +-0.01), so quality is compared on their means over the whole validation split."""
+    ours = [lucid_full_run(1337 + i)["val_loss_whole_split"] for i in range(seeds)]
+    theirs = [full_reference_run(1337 + i)["val_loss_whole_split"] for i in range(seeds)]
+    summary = lambda xs: {"mean": round(sum(xs) / len(xs), 4), "min": round(min(xs), 4),
+                          "max": round(max(xs), 4)}
+    return {"seeds": seeds, "lucidlm_val_loss_whole_split": summary(ours),
+            "reference_val_loss_whole_split": summary(theirs)}
 
 
 def main() -> None:
@@ -197,6 +243,8 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--full-reference", action="store_true")
     parser.add_argument("--skip-full", action="store_true", help="only the interleaved timing rounds")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="also train both models fully with this many seeds and compare mean losses")
     args = parser.parse_args()
     torch.set_num_threads(2)
     from lucidlm.train.trainer import autocast_context
@@ -211,11 +259,15 @@ def main() -> None:
         result = lucid_full_run()
         out.update(lucidlm_full_ms_per_iter=result["ms_per_iter"], lucidlm_tokens_per_s=round(
             BATCH * WINDOW / (result["ms_per_iter"] / 1000)), lucidlm_val_loss=round(result["final_val_loss"], 4),
-            lucidlm_train_loss=round(result["final_train_loss"], 4), lucidlm_wall_seconds=round(result["wall_seconds"], 1))
+            lucidlm_train_loss=round(result["final_train_loss"], 4), lucidlm_wall_seconds=round(result["wall_seconds"], 1),
+            lucidlm_val_loss_whole_split=round(result["val_loss_whole_split"], 4))
     if args.full_reference:
         ref = full_reference_run()
         out.update(reference_full_ms_per_iter=round(ref["ms_per_iter"], 2), reference_val_loss=round(ref["val_loss"], 4),
-                   reference_train_loss=round(ref["train_loss"], 4))
+                   reference_train_loss=round(ref["train_loss"], 4),
+                   reference_val_loss_whole_split=round(ref["val_loss_whole_split"], 4))
+    if args.seeds:
+        out["seed_sweep"] = seed_sweep(args.seeds)
     out["nanogpt_documented"] = NANOGPT_DOCUMENTED
     print(json.dumps(out))
 

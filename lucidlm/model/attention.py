@@ -43,25 +43,34 @@ class Attention(nn.Module):
                 keep_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = self.qkv(x).view(B, T, H + 2 * Hkv, D)
+        # split, not slicing: its backward is one concatenation, where each slice's backward
+        # would fill a zero tensor of the whole width and add into it.
+        qk, v = self.qkv(x).view(B, T, H + 2 * Hkv, D).split([H + Hkv, Hkv], dim=2)
         if self.rotary:
-            # Queries and keys are adjacent heads, so one rotation covers both.
-            qk = apply_rotary(qkv[:, :, : H + Hkv], *rope)  # (B, T, H+Hkv, D)
-        else:
-            qk = qkv[:, :, : H + Hkv]
-        q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
-        k = qk[:, :, H:].transpose(1, 2)  # (B, Hkv, T, D)
-        v = qkv[:, :, H + Hkv:].transpose(1, 2)  # (B, Hkv, T, D)
+            qk = apply_rotary(qk, *rope)  # queries and keys are adjacent heads: one rotation covers both
+        q, k = qk.split([H, Hkv], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)  # (B, Hkv, S, D): past and new keys
 
         dropout = self.dropout if self.training else 0.0
-        if self.fused and not keep_weights:
+        if self.fused and not keep_weights and not self._plain_is_faster(q, k):
             y, weights = self._fused(q, k, v, mask, position_bias, dropout), None
         else:
             y, weights = plain_attention(q, k, v, mask, position_bias, self.scale, dropout)
+            weights = weights if keep_weights else None
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, C)
         return self.out(y), weights
+
+    @staticmethod
+    def _plain_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
+        """subtle: training under CPU bfloat16 autocast, torch 2.13's fused kernel is the slow
+        choice. Its bfloat16 backward is about 4x slower than its float32 one, and float32 (with
+        the casts) is still 1.4-2.3x slower than the plain path in bfloat16 up to 512 keys;
+        beyond that the plain path's (T, S) weights cost more than they save (measured, 2 threads,
+        forward + backward). The plain path computes the same function."""
+        return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad
+                and torch.is_autocast_enabled("cpu") and k.shape[2] <= 512)
 
     def _fused(self, q, k, v, mask: Mask, position_bias, dropout: float) -> torch.Tensor:
         if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
@@ -108,9 +117,11 @@ def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mas
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
     if position_bias is not None:
         scores = scores + position_bias
-    visible = materialize(mask, q.shape[2], k.shape[2], q.device)
-    if visible is not None:
-        scores = scores.masked_fill(~visible, float("-inf"))
+    hidden = to_additive(materialize(mask, q.shape[2], k.shape[2], q.device), scores.dtype)
+    if hidden is not None:
+        # Adding -inf rather than masked_fill: the same scores, and the backward of an addition
+        # is free (softmax already gives hidden keys zero gradient).
+        scores = scores + hidden
     weights = scores.softmax(dim=-1)
     y = F.dropout(weights, p=dropout) @ v if dropout > 0 else weights @ v
     return y, weights

@@ -101,6 +101,10 @@ class RotaryEmbedding(nn.Module):
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (i, i + D/2) of x (B, T, H, D) by the angles in cos/sin (B, T, 1, D)."""
+    if cos.dtype != x.dtype:
+        # Under autocast x is bfloat16 while the tables are float32; rotating in x's dtype keeps
+        # queries and keys in it (as transformers does), rather than promoting attention to float32.
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # "rotate_half"
     return x * cos + rotated * sin
