@@ -207,7 +207,7 @@ def test_learned_positions_refuse_positions_beyond_the_context():
 
 def test_the_residual_stream_is_row_major():
     # A column-major embedding output would make every later activation column-major too, and
-    # every norm and matmul would copy it first (the cause of a 20% slower prefill, once).
+    # every norm and matmul would copy it first.
     model = tiny()
     x = model.tok_emb(torch.randint(0, 50, (3, 7)))
     assert x.shape == (3, 7, 32) and x.is_contiguous()
