@@ -73,11 +73,14 @@ class ReferenceGPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.ln_f(x))
+        return self.head(self.ln_f(x))
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(idx)
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
@@ -194,16 +197,8 @@ def full_reference_run(seed: int = 1337) -> dict:
     with torch.no_grad():
         losses = {name: sum(float(model(x, y)) for x, y in batches(split, 20, seed=7)) / 20
                   for name, split in (("train", train), ("val", val))}
-    logits_of = lambda x: model.head(model.ln_f(reference_hidden(model, x)))
     return {"ms_per_iter": seconds / ITERS * 1000, "val_loss": losses["val"], "train_loss": losses["train"],
-            "val_loss_whole_split": whole_split_loss(logits_of, val)}
-
-
-def reference_hidden(model: ReferenceGPT, idx: torch.Tensor) -> torch.Tensor:
-    x = model.wte(idx) + model.wpe(torch.arange(idx.shape[1]))
-    for block in model.blocks:
-        x = block(x)
-    return x
+            "val_loss_whole_split": whole_split_loss(model.logits, val)}
 
 
 def lucid_full_run(seed: int = 1337) -> dict:

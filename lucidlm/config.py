@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, check_known_fields
 
 NORM_KINDS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
@@ -127,10 +127,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"Config: unknown field(s) {', '.join(unknown)}")
+        check_known_fields(cls, data, "Config: unknown field(s)")
         try:
             return cls(**data)
         except TypeError as exc:  # e.g. a string where a number belongs, caught by comparisons

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PRESETS, Config
-from ..errors import ConfigError, LucidError
+from ..errors import ConfigError, LucidError, check_known_fields
 
 
 @dataclass
@@ -85,10 +85,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
+        check_known_fields(cls, data, "unknown training setting(s):")
         return cls(**data)
 
 
