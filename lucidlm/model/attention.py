@@ -73,9 +73,12 @@ class Attention(nn.Module):
                 and torch.is_autocast_enabled("cpu") and k.shape[2] <= 512)
 
     def _fused(self, q, k, v, mask: Mask, position_bias, dropout: float) -> torch.Tensor:
-        if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
+        if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad
+                and torch.is_autocast_enabled("cpu")):
             # subtle: under CPU autocast, the fused kernel's bfloat16 backward is about 4x slower
-            # than its float32 one (measured, torch 2.13), so attention itself runs in float32.
+            # than its float32 one (measured, torch 2.13), so attention that will be trained
+            # through (beyond _plain_is_faster's range) runs in float32. Its bfloat16 forward is
+            # not slow (0.69-1.04x the float32 time with casts, measured), so evaluation stays in bfloat16.
             with torch.autocast("cpu", enabled=False):
                 return self._fused(q.float(), k.float(), v.float(), mask, position_bias, dropout).to(q.dtype)
         gqa = self.n_kv_heads != self.n_heads
