@@ -304,7 +304,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus):
     single = subprocess.run([sys.executable, "-m", "lucidlm", "train", *common, "--batch-size", "8",
                              "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
     double = subprocess.run([*torchrun, "-m", "lucidlm", "train", *common, "--batch-size", "4",
                              "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr

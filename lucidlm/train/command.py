@@ -39,10 +39,13 @@ def train_main(args: argparse.Namespace) -> int:
         trainer = Trainer(settings, config, force=args.force, explicit_vocab=explicit_vocab)
     try:
         trainer.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the processes of a torchrun run may stop at different steps
+        trainer.close(clean=False)
         return 130
-    finally:
-        trainer.close()
+    except BaseException:
+        trainer.close(clean=False)
+        raise
+    trainer.close()
     return 0
 
 

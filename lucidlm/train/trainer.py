@@ -369,6 +369,8 @@ class Trainer:
                       f"lucidlm chat --model {self.run.path}")
         return result
 
-    def close(self) -> None:
-        distributed.leave(self.world)
+    def close(self, clean: bool = True) -> None:
+        """clean: training finished on every process (not stopped by an error or Ctrl-C)."""
+        self.train_model = self.model  # drop the DistributedDataParallel wrapper (see distributed.leave)
+        distributed.leave(self.world, clean)
 
