@@ -105,7 +105,8 @@ def test_a_short_run_writes_everything(tmp_path, corpus, capsys):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, corpus):
-    common = ["--data", str(corpus), *SMALL, "--checkpoint-interval", "4", "--dropout", "0.1"]
+    # the CPU (CUDA needs --deterministic for bit-identical runs: tests/test_gpu.py)
+    common = ["--data", str(corpus), *SMALL, "--checkpoint-interval", "4", "--dropout", "0.1", "--device", "cpu"]
     assert train(*common, "--max-iters", "8", "--out", str(tmp_path / "straight")) == 0
     assert train(*common, "--max-iters", "4", "--out", str(tmp_path / "split")) == 0
     assert train("--resume", str(tmp_path / "split"), "--max-iters", "8") == 0

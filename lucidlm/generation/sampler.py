@@ -78,6 +78,9 @@ def make_sampler(temp: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: f
         logits = top_p_filter(logits, top_p)
         logits = min_p_filter(logits, min_p)
         probs = logits.softmax(dim=-1)
+        if generator is not None and generator.device != probs.device:
+            # seeds make CPU generators, so a seed draws the same way whichever device ran the model
+            return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     return sample

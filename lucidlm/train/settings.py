@@ -56,6 +56,9 @@ class TrainSettings:
     bpe_vocab_size: int = 4096  # when a BPE tokenizer is trained on the corpus
     threads: int | None = None
     plot: bool = True
+    # Bit-identical reruns and resumes on CUDA, where some kernels add in a racy order, at some cost
+    # in speed. CPU training is deterministic either way.
+    deterministic: bool = False
 
     def validate(self) -> None:
         def need(ok: bool, name: str, why: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,10 @@ class Trainer:
             raise LucidError("say where the run goes: --out FOLDER")
         if s.threads is not None:
             torch.set_num_threads(s.threads)
+        self.was_deterministic = torch.are_deterministic_algorithms_enabled()
+        if s.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+            torch.use_deterministic_algorithms(True)
         device = resolve_device(s.device)
         self.world = distributed.join(device)
         self.device = distributed.local_device(device, self.world)
@@ -372,5 +377,6 @@ class Trainer:
     def close(self, clean: bool = True) -> None:
         """clean: training finished on every process (not stopped by an error or Ctrl-C)."""
         self.train_model = self.model  # drop the DistributedDataParallel wrapper (see distributed.leave)
+        torch.use_deterministic_algorithms(self.was_deterministic)  # process-wide: give it back
         distributed.leave(self.world, clean)
 
