@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import LucidError
+
 
 @dataclass
 class World:
@@ -34,8 +36,14 @@ def join(device: torch.device) -> World:
     import torch.distributed as dist
 
     world = World(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    if device.type == "cuda" and world.local_rank >= torch.cuda.device_count():  # before joining: nothing to undo
+        raise LucidError(f"process {world.local_rank} of this machine has no GPU of its own (there are "
+                         f"{torch.cuda.device_count()}): launch at most that many per node, or pass --device cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # naming the GPU binds NCCL to it (otherwise it guesses from the rank)
+            dist.init_process_group(backend="nccl", device_id=torch.device("cuda", world.local_rank))
+        else:
+            dist.init_process_group(backend="gloo")
     return world
 
 
