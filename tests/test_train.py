@@ -118,6 +118,18 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, corpus):
     assert val_losses(resumed)[5] == val_losses(straight)[5] and val_losses(resumed)[8] == val_losses(straight)[8]
 
 
+def test_deterministic_is_on_while_training_and_given_back_after(tmp_path, corpus, monkeypatch):
+    from lucidlm.train.trainer import Trainer
+
+    seen = []
+    step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self: seen.append(torch.are_deterministic_algorithms_enabled())
+                        or step(self))
+    assert train("--data", str(corpus), *SMALL, "--max-iters", "2", "--sample-tokens", "0", "--deterministic",
+                 "--no-plot", "--out", str(tmp_path / "run")) == 0
+    assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
+
+
 def test_old_checkpoints_are_pruned_but_the_best_is_kept(tmp_path, corpus):
     run = tmp_path / "run"
     assert train("--data", str(corpus), *SMALL, "--max-iters", "12", "--checkpoint-interval", "2",
