@@ -73,7 +73,7 @@ def barrier(world: World) -> None:
 
 
 def leave(world: World, clean: bool = True) -> None:
-    """Leave the process group. After an error (clean=False) a peer may be gone or stuck in a
+    """Leave the process group. After an error or Ctrl-C (clean=False) a peer may be gone or stuck in a
     collective, so we neither wait for it nor tear the group down; the process is ending anyway."""
     if world.distributed and clean:
         import torch.distributed as dist

@@ -33,6 +33,19 @@ from .schedule import learning_rate
 from .settings import TrainSettings, check_data_paths
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool):
+    """torch's deterministic kernels for the block (--deterministic); the switch is process-wide,
+    so the previous setting comes back after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def autocast_context(device: torch.device, mode: str):
     """A context-manager factory: bfloat16 autocast where the hardware computes in bfloat16
     natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX, where matmuls run 2-2.5x
@@ -68,10 +81,8 @@ class Trainer:
             raise LucidError("say where the run goes: --out FOLDER")
         if s.threads is not None:
             torch.set_num_threads(s.threads)
-        self.was_deterministic = torch.are_deterministic_algorithms_enabled()
-        if s.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
-            torch.use_deterministic_algorithms(True)
+        if s.deterministic:  # cuBLAS's condition for determinism, set before any CUDA work creates its handle
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         device = resolve_device(s.device)
         self.world = distributed.join(device)
         self.device = distributed.local_device(device, self.world)
@@ -285,6 +296,10 @@ class Trainer:
                                         self.settings.keep_last, {"step": self.step})
 
     def fit(self) -> dict[str, Any]:
+        with deterministic_algorithms(self.settings.deterministic):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         s = self.settings
         from tqdm import tqdm
 
@@ -377,6 +392,5 @@ class Trainer:
     def close(self, clean: bool = True) -> None:
         """clean: training finished on every process (not stopped by an error or Ctrl-C)."""
         self.train_model = self.model  # drop the DistributedDataParallel wrapper (see distributed.leave)
-        torch.use_deterministic_algorithms(self.was_deterministic)  # process-wide: give it back
         distributed.leave(self.world, clean)
 
