@@ -178,6 +178,19 @@ def test_a_vocabulary_that_does_not_fit_the_model(tmp_path, corpus, capsys):
     assert "does not fit the model" in capsys.readouterr().err
 
 
+def test_every_setting_explains_itself_in_help(capsys, monkeypatch):
+    import dataclasses
+
+    from lucidlm.train.settings import TrainSettings
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping, which may split words at hyphens
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainSettings):
+        assert f.metadata.get("help") and " ".join(f.metadata["help"].split()) in shown, f.name
+
+
 def test_toml_config_and_flags_override_it(tmp_path, corpus):
     (tmp_path / "run.toml").write_text('tokenizer = "char"\nmax_iters = 50\nbatch_size = 4\neval_interval = 3\n'
                                        'eval_iters = 1\nsample_tokens = 0\n[model]\nd_model = 32\nn_layers = 1\n'

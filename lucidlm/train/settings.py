@@ -19,46 +19,55 @@ from ..config import PRESETS, Config
 from ..errors import ConfigError, LucidError, check_known_fields
 
 
+def setting(default: Any, help: str) -> Any:
+    """A TrainSettings field whose help text is also its flag's `--help` line."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainSettings:
-    data: list[str] = field(default_factory=list)  # corpus files (UTF-8); each file is one document
-    tokenizer: str | None = None  # "char", a tokenizer folder/file, or None: the preset's choice
-    out: str | None = None  # the run folder
-    preset: str | None = None
-    init_from: str | None = None  # a pretrained model to fine-tune (all weights)
-    max_iters: int = 2000
-    batch_size: int = 12  # windows per micro-batch, per process
-    window: int | None = None  # tokens per training window; None: the model's context length
-    stride: int | None = None  # between window starts; None: 1 when sampling randomly, else window
-    sampling: str = "random"  # "random" windows (nanoGPT) or "ordered" passes over the data
-    val_fraction: float = 0.1
-    doc_separator: str | None = None  # also split each file into documents at this string
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None  # None: max_iters
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0: off
-    grad_accum: int = 1
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 1
-    checkpoint_interval: int = 250  # 0: only at the end (and on Ctrl-C)
-    keep_last: int = 3
-    seed: int = 1337
-    device: str = "auto"
-    autocast: str = "auto"  # "auto": bfloat16 on devices that support it, "bf16", "off"
-    dropout: float | None = None  # overrides the model's dropout
-    sample_tokens: int = 200  # text sampled at each evaluation (0: none)
-    sample_temperature: float = 0.8
-    bpe_vocab_size: int = 4096  # when a BPE tokenizer is trained on the corpus
-    threads: int | None = None
-    plot: bool = True
-    # Bit-identical reruns and resumes on CUDA, where some kernels add in a racy order, at some cost
-    # in speed. CPU training is deterministic either way.
-    deterministic: bool = False
+    data: list[str] = setting([], "corpus file(s), UTF-8 text; each file is one document")
+    tokenizer: str | None = setting(None, "'char', or a tokenizer folder or file; unset: the preset's choice, "
+                                          "the --init-from model's own, or a BPE trained on the corpus")
+    out: str | None = setting(None, "the run folder")
+    preset: str | None = setting(None, "a model with its training settings (the presets are listed above)")
+    init_from: str | None = setting(None, "a pretrained model to fine-tune (all weights)")
+    max_iters: int = setting(2000, "optimizer steps")
+    batch_size: int = setting(12, "windows per micro-batch, per process")
+    window: int | None = setting(None, "tokens per training window; unset: the model's context length")
+    stride: int | None = setting(None, "tokens between window starts; unset: 1 when sampling randomly, "
+                                       "else the window")
+    sampling: str = setting("random", "'random' windows (nanoGPT) or 'ordered' passes over the data")
+    val_fraction: float = setting(0.1, "the share of the corpus's tokens, from its end, kept for validation")
+    doc_separator: str | None = setting(None, "also split each file into documents at this string")
+    learning_rate: float = setting(1e-3, "peak learning rate, after warmup")
+    min_lr: float = setting(1e-4, "learning rate at the end of the cosine decay")
+    warmup_iters: int = setting(100, "steps of linear warmup")
+    lr_decay_iters: int | None = setting(None, "step where the cosine decay ends; unset: --max-iters")
+    weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only")
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.99, "AdamW beta2")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: off")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    eval_interval: int = setting(250, "steps between evaluations (loss, sample, plot)")
+    eval_iters: int = setting(20, "batches per evaluation")
+    log_interval: int = setting(1, "steps between metrics.jsonl records")
+    checkpoint_interval: int = setting(250, "steps between checkpoints; 0: only at the end and on Ctrl-C")
+    keep_last: int = setting(3, "checkpoints kept besides the best")
+    seed: int = setting(1337, "seed for the weights, batches, dropout and samples")
+    device: str = setting("auto", "auto, cpu, cuda or mps")
+    autocast: str = setting("auto", "'auto': bfloat16 where the device computes in it natively, 'bf16', 'off'")
+    dropout: float | None = setting(None, "override the model's dropout")
+    sample_tokens: int = setting(200, "tokens of text sampled at each evaluation; 0: none")
+    sample_temperature: float = setting(0.8, "temperature of those samples")
+    bpe_vocab_size: int = setting(4096, "vocabulary size when a BPE is trained on the corpus")
+    threads: int | None = setting(None, "CPU threads for torch; unset: all cores")
+    plot: bool = setting(True, "redraw loss.png at each evaluation")
+    # On CUDA some kernels add in a racy order, so two runs differ in the last bits.
+    deterministic: bool = setting(False, "bit-identical reruns and resumes on CUDA, at some cost in speed "
+                                         "(CPU training is deterministic either way)")
 
     def validate(self) -> None:
         def need(ok: bool, name: str, why: str) -> None:
@@ -125,13 +134,15 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = _scalar_type(hints[f.name])
         default = getattr(defaults, f.name)
+        text = f.metadata["help"]
         if f.name == "data":
-            group.add_argument(flag, nargs="+", default=None, help="corpus file(s), UTF-8 text")
+            group.add_argument(flag, nargs="+", default=None, metavar="FILE", help=text)
         elif kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{text} (default: {'on' if default else 'off'})")
         else:
-            group.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"(default: {default})")
+            shown = "" if default is None else f" (default: {default})"
+            group.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=text + shown)
 
 
 def read_toml(path: str) -> dict[str, Any]:
