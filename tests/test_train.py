@@ -344,6 +344,23 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus):
 
 
 @pytest.mark.slow
+def test_two_processes_with_dropout_resume_exactly(tmp_path, corpus):
+    """Each process draws its own dropout masks, and a resumed run draws the same ones again."""
+    common = ["--data", str(corpus), "--preset", "shakespeare-char", "--eval-interval", "100", "--eval-iters", "1",
+              "--sample-tokens", "0", "--threads", "1", "--no-plot", "--batch-size", "4", "--dropout", "0.2",
+              "--checkpoint-interval", "3"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "lucidlm", "train"]
+    for argv in ([*common, "--max-iters", "6", "--out", str(tmp_path / "straight")],
+                 [*common, "--max-iters", "3", "--out", str(tmp_path / "split")],
+                 ["--resume", str(tmp_path / "split"), "--max-iters", "6"]):
+        done = subprocess.run([*torchrun, *argv], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    train_losses = lambda run: [(r["step"], r["train_loss"]) for r in metrics(run) if "train_loss" in r]
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+
+
+@pytest.mark.slow
 def test_the_benchmark_configuration_learns_shakespeare(tmp_path):
     """The whole nanoGPT CPU benchmark: 2000 iterations; validation loss must fall below 2.0."""
     run = tmp_path / "shk"
