@@ -2,6 +2,8 @@
 
     model, tokenizer = lucidlm.load()            # the default model, or a GGUF / HF folder / hub id
     logits = model(input_ids)                     # (B, T, V)
+    hidden = model.hidden(input_ids)              # (B, T, C), the backbone's output
+    with lucidlm.probe(model, attention=[3]) as p: model(input_ids)   # p.attention[3]: (B, H, T, T)
 
 Importing lucidlm is cheap and has no side effects: the names below load their modules on first use.
 """
@@ -19,15 +21,19 @@ _EXPORTS = {
     "CharTokenizer": "lucidlm.tokenizer",
     "StreamingDetokenizer": "lucidlm.tokenizer",
     "Transformer": "lucidlm.model",
+    "probe": "lucidlm.model",
     "KVCache": "lucidlm.model",
     "SlidingKVCache": "lucidlm.model",
     "load": "lucidlm.weights",
+    "open_source": "lucidlm.weights",
     "save": "lucidlm.weights",
     "export_hf": "lucidlm.weights",
     "default_model_path": "lucidlm.weights",
     "generate": "lucidlm.generation",
     "stream_generate": "lucidlm.generation",
     "batch_generate": "lucidlm.generation",
+    "stream_batch_generate": "lucidlm.generation",
+    "GenerationSettings": "lucidlm.generation",
     "make_sampler": "lucidlm.generation",
     "make_logits_processors": "lucidlm.generation",
 }

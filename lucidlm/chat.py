@@ -19,8 +19,8 @@ import torch
 
 from .errors import LucidError
 from .files import write_atomic
-from .generation import PromptCache, make_logits_processors, make_sampler, stream_generate
-from .generation.sampler import check_sampling
+from .generation import GenerationSettings, PromptCache, stream_generate
+from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 
 HELP = """commands:
   /help                 this list
@@ -37,27 +37,26 @@ HELP = """commands:
   /exit                 end the session (Ctrl-D works too)
 Ctrl-C stops the current answer."""
 
-SETTINGS = {"temp": float, "top_k": int, "top_p": float, "min_p": float, "repetition_penalty": float,
+# What /set can change, and how to read its value; "temp" is short for temperature.
+SETTINGS = {"temperature": float, "top_k": int, "top_p": float, "min_p": float, "repetition_penalty": float,
             "presence_penalty": float, "frequency_penalty": float, "max_tokens": int, "seed": int}
+ALIASES = {"temp": "temperature"}
+# The chat's defaults: some variety, a mild repetition penalty, room for a long answer.
+CHAT_DEFAULTS = GenerationSettings(temperature=0.7, top_p=0.9, repetition_penalty=1.1, max_tokens=512)
 
 
 class ChatSession:
     """The conversation, its settings and its KV cache; independent of the terminal."""
 
-    def __init__(self, model, tokenizer, system: str | None = None, temp: float = 0.7, top_k: int = 0,
-                 top_p: float = 0.9, min_p: float = 0.0, repetition_penalty: float = 1.1,
-                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0, max_tokens: int = 512,
-                 seed: int | None = None, stop: list[str] | None = None) -> None:
+    def __init__(self, model, tokenizer, system: str | None = None, settings: GenerationSettings = CHAT_DEFAULTS,
+                 **changes) -> None:
+        """changes: GenerationSettings fields (or "temp") that override `settings`."""
         if tokenizer is None:
             raise LucidError("this model has no tokenizer, so it cannot chat")
         self.model, self.tokenizer = model, tokenizer
         self.system = system
         self.messages: list[dict[str, str]] = []
-        self.settings: dict[str, Any] = dict(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                                             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                                             frequency_penalty=frequency_penalty, max_tokens=max_tokens, seed=seed)
-        self.stop = list(stop or [])
-        self._check(self.settings)
+        self.settings = settings.replace(**{ALIASES.get(k, k): v for k, v in changes.items()})
         self.cache = PromptCache(model)
         self._reseed()
         self.last: dict[str, Any] = {}
@@ -65,33 +64,25 @@ class ChatSession:
 
     # --- settings ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check(settings: dict[str, Any]) -> None:
-        check_sampling(settings["temp"], settings["top_k"], settings["top_p"], settings["min_p"])
-        if settings["max_tokens"] < 1:
-            raise LucidError(f"max_tokens must be at least 1 (got {settings['max_tokens']})")
-        if settings["repetition_penalty"] <= 0:
-            raise LucidError(f"repetition_penalty must be > 0 (got {settings['repetition_penalty']})")
-
     def _reseed(self) -> None:
-        seed = self.settings["seed"]
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        # One generator for the whole session: each turn continues the same random stream.
+        self.generator = self.settings.generator()
 
     def set(self, name: str, value: str) -> None:
         name = name.replace("-", "_")
-        if name == "temperature":
-            name = "temp"
+        name = ALIASES.get(name, name)
         if name not in SETTINGS:
-            raise LucidError(f"unknown setting {name!r} (known: {', '.join(SETTINGS)})")
+            raise LucidError(f"unknown setting {name!r} (known: temp, {', '.join(SETTINGS)})")
         try:
             parsed = SETTINGS[name](value)
         except ValueError:
             raise LucidError(f"{name} needs a {SETTINGS[name].__name__}, got {value!r}") from None
-        updated = {**self.settings, name: parsed}
-        self._check(updated)
-        self.settings = updated
+        self.settings = self.settings.replace(**{name: parsed})
         if name == "seed":
             self._reseed()
+
+    def shown_settings(self) -> str:
+        return ", ".join(f"{name}={getattr(self.settings, name)}" for name in SETTINGS)
 
     # --- the conversation ----------------------------------------------------------------------
 
@@ -106,20 +97,14 @@ class ChatSession:
             if not user_text.strip():
                 raise LucidError("empty message")
             self.messages.append({"role": "user", "content": user_text})
-        s = self.settings
         pieces: list[str] = []
         response, ids = None, []
         start = time.perf_counter()
         interrupted = False
         try:
             ids = self._prompt_that_fits()
-            for response in stream_generate(
-                    self.model, self.tokenizer, ids, max_tokens=s["max_tokens"],
-                    sampler=make_sampler(s["temp"], s["top_k"], s["top_p"], s["min_p"]),
-                    logits_processors=make_logits_processors(repetition_penalty=s["repetition_penalty"],
-                                                             presence_penalty=s["presence_penalty"],
-                                                             frequency_penalty=s["frequency_penalty"]),
-                    stop=self.stop, prompt_cache=self.cache, generator=self.generator):
+            for response in stream_generate(self.model, self.tokenizer, ids, settings=self.settings,
+                                            prompt_cache=self.cache, generator=self.generator):
                 pieces.append(response.text)
                 write(response.text)
         except KeyboardInterrupt:  # stop this answer, keep what was said
@@ -144,7 +129,7 @@ class ChatSession:
         """The rendered conversation, dropping the oldest exchanges while it leaves no room for
         an answer in the model's context (the system message always stays)."""
         context = self.model.config.context_length
-        room = min(self.settings["max_tokens"], context // 4)
+        room = min(self.settings.max_tokens, context // 4)
         while True:
             ids = self.tokenizer.apply_chat_template(self.conversation(), add_generation_prompt=True)
             if len(ids) + room <= context or self.model.config.all_layers_slide:
@@ -174,7 +159,7 @@ class ChatSession:
         self.cache.reset()
 
     def save(self, path: str) -> None:
-        data = {"system": self.system, "messages": self.messages, "settings": self.settings}
+        data = {"system": self.system, "messages": self.messages, "settings": self.settings.to_dict()}
         try:
             write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
         except OSError as exc:
@@ -265,7 +250,7 @@ class Repl:
             s.set(name, value.strip())
             self.say(f"[{name} = {value.strip()}]")
         elif command == "settings":
-            self.say(", ".join(f"{k}={v}" for k, v in s.settings.items()))
+            self.say(s.shown_settings())
         elif command == "stats":
             self.say(s.stats())
         else:
@@ -322,22 +307,12 @@ def _save_history(readline, path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .options import add_model_options, add_sampling_options
-
     parser.add_argument("--system", "-s", help="system message")
     add_model_options(parser)
-    add_sampling_options(parser, temp=0.7, top_p=0.9, repetition=1.1, max_tokens=512)
+    add_generation_options(parser, CHAT_DEFAULTS, exclude=("overflow",))
 
 
 def main(args: argparse.Namespace) -> int:
-    from .options import load_from_args
-
-    if args.max_tokens < 1:
-        raise LucidError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
-    check_sampling(args.temp, args.top_k, args.top_p, args.min_p)
+    settings = settings_from_args(args, CHAT_DEFAULTS)
     model, tokenizer = load_from_args(args)
-    session = ChatSession(model, tokenizer, system=args.system, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
-                          min_p=args.min_p, repetition_penalty=args.repetition_penalty,
-                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                          max_tokens=args.max_tokens, seed=args.seed, stop=args.stop)
-    return Repl(session).run()
+    return Repl(ChatSession(model, tokenizer, system=args.system, settings=settings)).run()

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import LucidError
+
 # verb -> (module, add_arguments, main, one-line help)
 VERBS = {
     "chat": ("lucidlm.chat", "add_arguments", "main", "multi-turn chat with a model (default: SmolLM2-135M)"),
@@ -59,8 +61,6 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import LucidError
-
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)

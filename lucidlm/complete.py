@@ -12,22 +12,23 @@ import sys
 import torch
 
 from .errors import LucidError
-from .generation import stream_generate
+from .generation import GenerationSettings, stream_generate
+from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 from .tokenizer.commands import visible_piece
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .options import add_model_options, add_sampling_options
+# `generate` is greedy by default and, when the context fills up, keeps its newer half and goes on.
+GENERATE_DEFAULTS = GenerationSettings(max_tokens=256, overflow="shift")
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", "-p", help="the prompt (default: read standard input)")
     parser.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
     parser.add_argument("--system", help="system message (with --chat)")
     parser.add_argument("--show-probs", action="store_true", help="print the top-5 next-token probabilities per step")
     parser.add_argument("--verbose", "-v", action="store_true", help="print token counts and speeds at the end")
-    parser.add_argument("--overflow", choices=["shift", "stop"], default="shift",
-                        help="when the context fills up: keep its newer half and go on (default), or stop")
     add_model_options(parser)
-    add_sampling_options(parser, temp=0.0, top_p=1.0, repetition=1.0, max_tokens=256)
+    add_generation_options(parser, GENERATE_DEFAULTS)
 
 
 def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) -> str:
@@ -40,8 +41,6 @@ def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    from .options import load_from_args, sampling_from_args
-
     prompt = args.prompt
     if prompt is None:
         if sys.stdin.isatty():
@@ -49,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise LucidError("the prompt is empty")
-    sampling = sampling_from_args(args)
+    settings = settings_from_args(args, GENERATE_DEFAULTS)
     model, tokenizer = load_from_args(args)
     if tokenizer is None:
         raise LucidError("this model has no tokenizer, so it cannot take a text prompt")
@@ -63,8 +62,7 @@ def main(args: argparse.Namespace) -> int:
     if args.show_probs:
         print(f"{'step':>4}  {'chosen':<14} {'p':>6}   top 5 next tokens")
     response, pieces = None, []
-    for step, response in enumerate(stream_generate(model, tokenizer, prompt, seed=args.seed, overflow=args.overflow,
-                                                         **sampling), 1):
+    for step, response in enumerate(stream_generate(model, tokenizer, prompt, settings=settings), 1):
         if args.show_probs:
             print(probability_row(tokenizer, step, response.token, response.logprobs), flush=True)
             pieces.append(response.text)

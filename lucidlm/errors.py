@@ -15,6 +15,14 @@ class ConfigError(LucidError, ValueError):
     """A Config field (or a value read into one) is invalid; the message names the field."""
 
 
+class SettingError(ConfigError):
+    """One setting of a settings object is invalid: `field` names it, the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class FormatError(LucidError, ValueError):
     """A file is missing, truncated, corrupt or of a kind lucidlm does not support."""
 

@@ -1,12 +1,16 @@
-"""Command-line options shared by several verbs: which model, where to run it, how to sample."""
+"""Command-line options shared by several verbs: which model, where to run it, how to generate."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
-from .errors import LucidError
+from .errors import LucidError, SettingError
+from .flags import add_flags, flag_names, given
+from .generation import GenerationSettings
+from .weights import load
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -37,8 +41,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args: argparse.Namespace):
-    from .weights import load
-
     if args.threads is not None:
         if args.threads < 1:
             raise LucidError(f"--threads must be at least 1 (got {args.threads})")
@@ -46,33 +48,16 @@ def load_from_args(args: argparse.Namespace):
     return load(args.model, dtype=args.dtype, device=resolve_device(args.device))
 
 
-def add_sampling_options(parser: argparse.ArgumentParser, temp: float, top_p: float, repetition: float,
-                         max_tokens: int) -> None:
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--temp", type=float, default=temp, help=f"temperature; 0 = greedy (default: {temp})")
-    group.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = off (default)")
-    group.add_argument("--top-p", type=float, default=top_p, help=f"nucleus sampling mass in (0, 1] (default: {top_p})")
-    group.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
-    group.add_argument("--repetition-penalty", type=float, default=repetition,
-                       help=f"divide the logits of recent tokens (default: {repetition}; 1 = off)")
-    group.add_argument("--presence-penalty", type=float, default=0.0, help="subtract once per seen token")
-    group.add_argument("--frequency-penalty", type=float, default=0.0, help="subtract per occurrence")
-    group.add_argument("--max-tokens", type=int, default=max_tokens, help=f"most tokens per answer (default: {max_tokens})")
-    group.add_argument("--seed", type=int, help="random seed, for reproducible sampling")
-    group.add_argument("--stop", action="append", default=[], help="stop at this string (repeatable)")
+def add_generation_options(parser: argparse.ArgumentParser, defaults: GenerationSettings,
+                           exclude: tuple[str, ...] = ()) -> None:
+    """One flag per GenerationSettings field; the help shows this verb's defaults."""
+    add_flags(parser, GenerationSettings, defaults, "generation", exclude)
 
 
-def sampling_from_args(args: argparse.Namespace) -> dict:
-    """The sampler, processors and limits these flags ask for, validated."""
-    from .generation import make_logits_processors, make_sampler
-
-    if args.max_tokens < 1:
-        raise LucidError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
-    return {
-        "sampler": make_sampler(args.temp, args.top_k, args.top_p, args.min_p),
-        "logits_processors": make_logits_processors(repetition_penalty=args.repetition_penalty,
-                                                    presence_penalty=args.presence_penalty,
-                                                    frequency_penalty=args.frequency_penalty),
-        "max_tokens": args.max_tokens,
-        "stop": list(args.stop),
-    }
+def settings_from_args(args: argparse.Namespace, defaults: GenerationSettings) -> GenerationSettings:
+    """The verb's defaults with the flags the user gave, checked: a bad value names its flag."""
+    try:
+        return defaults.replace(**given(args, GenerationSettings))
+    except SettingError as exc:
+        flag = next(flag_names(f)[0] for f in dataclasses.fields(GenerationSettings) if f.name == exc.field)
+        raise LucidError(f"{flag}: {exc}") from None

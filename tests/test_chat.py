@@ -73,12 +73,12 @@ def test_settings_are_validated(session_parts):
     model, tok = session_parts
     session = ChatSession(model, tok)
     session.set("temp", "0.5")
-    assert session.settings["temp"] == 0.5
+    assert session.settings.temperature == 0.5
     for name, value, message in [("temp", "-1", "temperature"), ("top_p", "0", "top-p"), ("max_tokens", "0", "max_tokens"),
                                  ("colour", "red", "unknown setting"), ("top_k", "two", "needs a int")]:
         with pytest.raises(LucidError, match=message):
             session.set(name, value)
-    assert session.settings["temp"] == 0.5
+    assert session.settings.temperature == 0.5
 
 
 def test_repl_commands_and_errors_keep_the_session_going(session_parts, tmp_path):

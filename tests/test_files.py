@@ -133,3 +133,95 @@ def test_not_json_and_not_a_model(tmp_path, folder):
     (tmp_path / "x.bin").write_bytes(b"hello")
     with pytest.raises(FormatError, match="not a model lucidlm can load"):
         lucidlm.load(tmp_path / "x.bin")
+
+
+@torch.no_grad()
+def test_state_dicts_and_checkpoints_hold_the_standard_layout(folder, tmp_path):
+    """Outside the linear layers every matrix is nn.Linear's (out, in) and nn.Embedding's (vocab,
+    d_model): state dicts, our checkpoints, and load_state_dict going back in."""
+    from safetensors.torch import load_file
+
+    model, _ = lucidlm.load(folder)
+    c = model.config
+    state = model.state_dict()
+    assert state["tok_emb.weight"].shape == (c.vocab_size, c.d_model)
+    assert state["blocks.0.attn.qkv.weight"].shape == ((c.n_heads + 2 * c.n_kv_heads) * c.head_dim, c.d_model)
+    assert state["blocks.0.mlp.down.weight"].shape == (c.d_model, c.d_ff)
+    assert not any("weight_t" in name for name in state)
+    hf = load_file(folder / "model.safetensors")
+    torch.testing.assert_close(state["blocks.1.attn.out.weight"], hf["model.layers.1.self_attn.o_proj.weight"])
+    lucidlm.save(model, None, tmp_path / "ours")
+    assert load_file(tmp_path / "ours" / "model.safetensors")["blocks.0.mlp.up.weight"].shape == (2 * c.d_ff, c.d_model)
+    other = lucidlm.Transformer(c)
+    other.load_state_dict(state)
+    ids = torch.randint(0, 96, (2, 7))
+    torch.testing.assert_close(other(ids), model(ids))
+
+
+@torch.no_grad()
+def test_checkpoints_of_version_1_still_load(folder, tmp_path):
+    """lucidlm 0.1 wrote the matrices of linear layers, the embedding and the head as (in, out)."""
+    from safetensors.torch import load_file, save_file
+
+    model, _ = lucidlm.load(folder)
+    lucidlm.save(model, None, tmp_path / "old")
+    info = json.loads((tmp_path / "old" / "lucidlm.json").read_text())
+    assert info["version"] == 2
+    tensors = load_file(tmp_path / "old" / "model.safetensors")
+    legacy = {name: t.t().contiguous() if name.endswith(("qkv.weight", "out.weight", "up.weight", "down.weight",
+                                                        "tok_emb.weight", "lm_head.weight")) else t
+              for name, t in tensors.items()}
+    save_file(legacy, tmp_path / "old" / "model.safetensors")
+    (tmp_path / "old" / "lucidlm.json").write_text(json.dumps({**info, "version": 1}))
+    again, _ = lucidlm.load(tmp_path / "old")
+    ids = torch.randint(0, 96, (2, 9))
+    torch.testing.assert_close(again(ids), model(ids))
+
+
+@torch.no_grad()
+def test_every_linear_layer_is_built_by_the_one_factory(folder, monkeypatch):
+    """make_linear is the swap point: a different layer returned there runs in the model."""
+    import importlib
+
+    from lucidlm.model import Linear
+
+    load_module = importlib.import_module("lucidlm.weights.load")  # the module, not the function it exports
+
+    built = []
+
+    class Doubled(Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    def make_doubled(weight, bias):
+        layer = Doubled(weight.shape[1], weight.shape[0], bias=bias is not None)
+        layer.load_state_dict({"weight": weight, **({"bias": bias} if bias is not None else {})})
+        built.append(layer)
+        return layer
+
+    plain, _ = lucidlm.load(folder)
+    monkeypatch.setattr(load_module, "make_linear", make_doubled)
+    swapped, _ = lucidlm.load(folder)
+    assert len(built) == 4 * swapped.config.n_layers  # qkv, out, up, down
+    assert all(isinstance(block.attn.qkv, Doubled) for block in swapped.blocks)
+    ids = torch.randint(0, 96, (1, 5))
+    assert not torch.allclose(swapped(ids), plain(ids))
+
+
+def test_the_kv_cache_takes_the_models_dtype_and_device(folder):
+    from lucidlm.generation import make_cache
+
+    model, _ = lucidlm.load(folder, dtype="bfloat16")
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    cache = make_cache(model)
+    assert cache.keys[0].dtype == torch.bfloat16
+    model.float()
+    assert make_cache(model).keys[0].dtype == torch.float32
+
+
+def test_a_tokenizer_is_not_a_model(tmp_path, shakespeare):
+    tokenizer = lucidlm.Tokenizer.train(shakespeare[:5000], 280, pattern="gpt2")
+    tokenizer.save(tmp_path / "tok")
+    with pytest.raises(FormatError, match="tokenizer, not a model"):
+        lucidlm.load(tmp_path / "tok")
+    assert lucidlm.Tokenizer.from_file(tmp_path / "tok").encode("To be") == tokenizer.encode("To be")

@@ -6,7 +6,6 @@ import torch
 from lucidlm import Config, Tokenizer, Transformer, batch_generate, generate, make_sampler, stream_generate
 from lucidlm.errors import LucidError
 from lucidlm.generation import PromptCache, generate_tokens
-from lucidlm.model.linear import TokenEmbedding
 
 
 
@@ -35,7 +34,7 @@ class ScriptedModel(torch.nn.Module):
     def __init__(self, script, vocab_size):
         super().__init__()
         self.config = Config(vocab_size=vocab_size, context_length=512, d_model=8, n_layers=1, n_heads=1)
-        self.tok_emb = TokenEmbedding(vocab_size, 8)
+        self.dtype, self.device = torch.float32, torch.device("cpu")
         self.script, self.step = list(script), 0
 
     def forward(self, ids, cache=None, logits_for="all", **_):
@@ -174,3 +173,34 @@ def test_sliding_window_model_generates_past_its_context():
     stream = generate_tokens(model, [1, 2, 3], cache)
     tokens = [next(stream)[0] for _ in range(40)]
     assert len(tokens) == 40 and len(cache.tokens) == 42
+
+
+def test_a_batch_with_settings_per_row_streams_what_each_prompt_streams_alone(model, tokenizer):
+    from lucidlm import GenerationSettings, stream_batch_generate
+
+    prompts = ["To be", "Now is the winter of our", "O"]
+    settings = [GenerationSettings(max_tokens=12),
+                GenerationSettings(temperature=0.9, top_p=0.95, seed=5, max_tokens=20, stop=("e",)),
+                GenerationSettings(temperature=1.3, top_k=20, seed=7, max_tokens=7, repetition_penalty=1.2)]
+    batched = {row: [] for row in range(3)}
+    for response in stream_batch_generate(model, tokenizer, prompts, settings):
+        batched[response.row].append((response.token, response.text, response.finish_reason))
+    for row, (prompt, row_settings) in enumerate(zip(prompts, settings)):
+        alone = [(r.token, r.text, r.finish_reason)
+                 for r in stream_generate(model, tokenizer, prompt, settings=row_settings)]
+        assert batched[row] == alone, row
+    assert batched[1][-1][2] == "stop" and len(batched[1]) < 20  # its stop string ended it early
+    assert [len(batched[0]), len(batched[2])] == [12, 7] and batched[2][-1][2] == "length"
+
+
+def test_batch_generate_collects_the_streamed_rows(model, tokenizer):
+    from lucidlm import GenerationSettings, stream_batch_generate
+
+    prompts = ["To be", "O"]
+    settings = GenerationSettings(temperature=1.0, seed=2, max_tokens=9)
+    texts = ["", ""]
+    for response in stream_batch_generate(model, tokenizer, prompts, settings):
+        texts[response.row] += response.text
+    assert batch_generate(model, tokenizer, prompts, settings=settings) == texts
+    assert batch_generate(model, tokenizer, prompts, max_tokens=3) == [generate(model, tokenizer, p, max_tokens=3)
+                                                                       for p in prompts]

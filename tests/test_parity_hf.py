@@ -88,3 +88,36 @@ def test_bfloat16_loading(hf_models):
     model, _ = lucidlm.load(folder, dtype="bfloat16")
     assert model.tok_emb.weight.dtype == torch.bfloat16
     assert model(torch.randint(0, 96, (1, 5))).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hidden_states_match_transformers(hf_models, family):
+    """The probe's residual stream is transformers' hidden_states: the embeddings, then each block's
+    output; the last block's, after the final norm, is what model.hidden() returns."""
+    reference, folder = hf_models[family]
+    model, _ = lucidlm.load(folder)
+    ids, mask = padded_batch()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    expected = reference(ids, attention_mask=mask, position_ids=positions, output_hidden_states=True).hidden_states
+    with lucidlm.probe(model, hidden=True) as p:
+        final = model.hidden(ids, attention_mask=mask)
+    real = mask.bool()
+    assert len(p.hidden) == len(expected) == model.config.n_layers + 1
+    for layer in range(model.config.n_layers):  # transformers' last entry is after the final norm
+        torch.testing.assert_close(p.hidden[layer][real], expected[layer][real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(final[real], expected[-1][real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.final_norm(p.hidden[-1])[real], expected[-1][real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_probed_attention_matches_transformers_eager_attentions(hf_models, family):
+    import transformers
+
+    _, folder = hf_models[family]
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    model, _ = lucidlm.load(folder)
+    ids = torch.randint(0, 96, (2, 9))
+    expected = reference(ids, output_attentions=True).attentions
+    _, got = model(ids, return_attentions=True)
+    for layer in range(model.config.n_layers):
+        torch.testing.assert_close(got[layer], expected[layer], atol=1e-5, rtol=1e-5)

@@ -1,8 +1,10 @@
-"""The token engine: prefill the prompt once, then one token at a time through the KV cache.
+"""The token engine: prefill the prompts once, then one token per row at a time through the KV cache.
 
-PromptCache pairs a KV cache with the token ids it holds, so a prompt that extends the previous
-one (the next chat turn) only computes its new tokens. generate_tokens is the loop: logits ->
-processors -> sampler -> token, with nothing per token that grows with the context.
+PromptCache pairs a KV cache with the token ids each row holds; with one row, a prompt that
+extends the previous one (the next chat turn) only computes its new tokens. TokenEngine is the one
+decode loop: B rows prefilled together (left padding), each with its own sampler, processors and
+random generator; a row that finishes leaves the batch. `generate_tokens` is that loop at B = 1.
+Nothing per token grows with the context.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ PREFILL_CHUNK = 512  # tokens per prefill forward: bounds activation memory for 
 
 def make_cache(model, batch_size: int = 1, capacity: int | None = None) -> KVCache:
     """The right cache for the model: sliding when every layer is local, else a growing one."""
-    weight = model.tok_emb.weight
     kind = SlidingKVCache if model.config.all_layers_slide else KVCache
     if capacity is None:
         capacity = min(model.config.context_length, 1024)
-    return kind(model.config, batch_size, capacity, device=weight.device, dtype=weight.dtype)
+    return kind(model.config, batch_size, capacity, device=model.device, dtype=model.dtype)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -38,14 +39,20 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PromptCache:
-    """A KV cache plus the ids it holds. `prefill(ids)` reuses the longest common prefix."""
+    """A KV cache plus the ids each row holds. With one row, `prefill(ids)` reuses the longest
+    common prefix of what is cached."""
 
-    def __init__(self, model, capacity: int | None = None) -> None:
+    def __init__(self, model, capacity: int | None = None, batch_size: int = 1) -> None:
         self.model = model
-        self.cache = make_cache(model, capacity=capacity)
-        self.tokens: list[int] = []
-        self.last_prefill = 0  # tokens the last prefill actually computed
+        self.cache = make_cache(model, batch_size, capacity)
+        self.rows: list[list[int]] = [[] for _ in range(batch_size)]
+        self.last_prefill = 0  # tokens the last prefill actually computed (per row, padding excluded)
         self.reused = 0  # tokens the last prefill found already cached
+
+    @property
+    def tokens(self) -> list[int]:
+        """The ids a one-row cache holds."""
+        return self.rows[0]
 
     @property
     def sliding(self) -> bool:
@@ -55,29 +62,24 @@ class PromptCache:
         """How many more tokens fit (unbounded for a sliding cache)."""
         if self.sliding:
             return 1 << 62
-        return self.model.config.context_length - len(self.tokens)
+        return self.model.config.context_length - self.cache.length
 
     def reset(self) -> None:
         self.cache.reset()
-        self.tokens = []
+        self.rows = [[] for _ in self.rows]
 
     def truncate(self, n: int) -> None:
-        """Keep only the first n cached tokens (roll back a turn)."""
+        """Keep only the first n cached tokens of a one-row cache (roll back a turn)."""
         n = min(n, len(self.tokens))
         try:
             self.cache.truncate(n)
-            self.tokens = self.tokens[:n]
+            self.rows[0] = self.tokens[:n]
         except LucidError:  # a sliding cache that already forgot those tokens: start over
             self.reset()
 
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
-        """Make the cache hold exactly `ids`; return the logits (V,) after the last one."""
-        ids = list(ids)
-        if not ids:
-            raise LucidError("the prompt is empty")
-        limit = self.model.config.context_length
-        if len(ids) > limit and not self.sliding:
-            raise LucidError(f"the prompt has {len(ids)} tokens; the model's context is {limit}")
+        """Make a one-row cache hold exactly `ids`; return the logits (V,) after the last one."""
+        ids = self._checked(ids)
         # The last token is always recomputed: its logits are what the next token comes from.
         keep = min(common_prefix(self.tokens, ids), len(ids) - 1)
         self.truncate(keep)
@@ -85,48 +87,142 @@ class PromptCache:
         new = ids[keep:]
         logits = None
         for start in range(0, len(new), PREFILL_CHUNK):
-            logits = self._forward(new[start:start + PREFILL_CHUNK])
+            logits = self._forward([new[start:start + PREFILL_CHUNK]])
         self.reused, self.last_prefill = keep, len(new)
+        return logits[0]
+
+    def prefill_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Make the cache hold these rows (left-padded to one length); return the logits (B, V)
+        after each row's last token. One row goes through `prefill`, reusing what is cached."""
+        if len(rows) != len(self.rows):
+            raise LucidError(f"this cache holds {len(self.rows)} rows, not {len(rows)}")
+        if len(rows) == 1:
+            return self.prefill(rows[0])[None]
+        rows = [self._checked(r) for r in rows]
+        self.reset()
+        longest = max(len(r) for r in rows)
+        device = self.cache.device
+        ids = torch.tensor([[0] * (longest - len(r)) + r for r in rows], device=device)  # (B, T)
+        mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows], device=device)
+        logits = None
+        for start in range(0, longest, PREFILL_CHUNK):
+            end = start + PREFILL_CHUNK
+            logits = self._forward_tensor(ids[:, start:end], mask[:, start:end])
+        self.rows = [list(r) for r in rows]
+        self.reused, self.last_prefill = 0, sum(len(r) for r in rows)
         return logits
 
     def step(self, token: int) -> torch.Tensor:
-        return self._forward([token])
+        return self._forward([[token]])[0]
+
+    def step_rows(self, tokens: Sequence[int]) -> torch.Tensor:
+        """Feed one token per row; the logits (B, V) after them."""
+        return self._forward([[t] for t in tokens])
+
+    def keep_rows(self, indices: Sequence[int]) -> None:
+        """Forget every row not listed (finished rows leave the batch)."""
+        self.cache.keep_rows(indices)
+        self.rows = [self.rows[i] for i in indices]
+
+    def shift(self, tokens: Sequence[int]) -> torch.Tensor:
+        """The context is full: keep each row's newer half, then feed `tokens` (one per row);
+        positions restart, as nanoGPT's cropping does. The logits (B, V) after them."""
+        half = self.model.config.context_length // 2
+        kept = [row[len(row) - half + 1:] + [token] for row, token in zip(self.rows, tokens)]
+        self.reset()
+        return self.prefill_rows(kept)
+
+    def _checked(self, ids: Sequence[int]) -> list[int]:
+        ids = list(ids)
+        if not ids:
+            raise LucidError("the prompt is empty")
+        limit = self.model.config.context_length
+        if len(ids) > limit and not self.sliding:
+            raise LucidError(f"the prompt has {len(ids)} tokens; the model's context is {limit}")
+        return ids
+
+    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+        logits = self._forward_tensor(torch.tensor(rows, dtype=torch.long, device=self.cache.device), None)
+        for row, ids in zip(self.rows, rows):
+            row.extend(ids)
+        return logits
 
     @torch.no_grad()  # not inference_mode: the cache's tensors must stay usable outside it
-    def _forward(self, ids: list[int]) -> torch.Tensor:
-        x = torch.tensor([ids], dtype=torch.long, device=self.cache.device)
-        logits = self.model(x, cache=self.cache, logits_for="last")  # (1, 1, V)
-        self.tokens.extend(ids)
-        return logits[0, -1].float()
+    def _forward_tensor(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        logits = self.model(ids, attention_mask=mask, cache=self.cache, logits_for="last")  # (B, 1, V)
+        return logits[:, -1].float()
+
+
+class TokenEngine:
+    """The one decode loop. Each `step()` gives (row, token, logprobs (V,)) for every row still
+    generating; `finish(row)` takes a row out before the next step. logprobs are the
+    log-softmax of the processed logits, before temperature and filtering.
+
+    overflow="shift": when the context is full, keep its newer half and go on; "stop": `step()`
+    returns [] there."""
+
+    def __init__(self, model, prompts: Sequence[Sequence[int]], samplers: Sequence[Sampler | None],
+                 processors: Sequence[Sequence[LogitsProcessor]], generators: Sequence[torch.Generator | None],
+                 prompt_cache: PromptCache | None = None, overflow: str = "stop") -> None:
+        self.prompts = [list(p) for p in prompts]
+        self.cache = prompt_cache if prompt_cache is not None else PromptCache(model, batch_size=len(prompts))
+        self.samplers = [s or greedy for s in samplers]
+        self.processors = [list(p) for p in processors]
+        self.generators = list(generators)
+        self.overflow = overflow
+        self.histories = [list(p) if procs else None for p, procs in zip(self.prompts, self.processors)]
+        self.active = list(range(len(self.prompts)))  # rows still generating, in cache order
+        self.finished: set[int] = set()
+        self.logits: torch.Tensor | None = None  # (len(active), V) for the next step
+        self.pending: dict[int, int] = {}  # row -> its last token, not yet fed to the model
+
+    def finish(self, row: int) -> None:
+        self.finished.add(row)
+
+    def step(self) -> list[tuple[int, int, torch.Tensor]]:
+        if self.logits is None:
+            self.logits = self.cache.prefill_rows(self.prompts)
+        elif not self._advance():
+            return []
+        out = []
+        for slot, row in enumerate(self.active):
+            logits = self.logits[slot]
+            for process in self.processors[row]:
+                logits = process(self.histories[row], logits)
+            token = int(self.samplers[row](logits[None], self.generators[row])[0])
+            if self.histories[row] is not None:
+                self.histories[row].append(token)
+            self.pending[row] = token
+            out.append((row, token, logits.log_softmax(dim=-1)))
+        return out
+
+    def _advance(self) -> bool:
+        """Feed the last tokens of the rows still going; False when none is, or the context is full."""
+        keep = [slot for slot, row in enumerate(self.active) if row not in self.finished]
+        if not keep:
+            return False
+        if len(keep) < len(self.active):
+            self.cache.keep_rows(keep)
+            self.active = [self.active[slot] for slot in keep]
+        tokens = [self.pending[row] for row in self.active]
+        if self.cache.room() > 0:
+            self.logits = self.cache.step_rows(tokens)
+        elif self.overflow == "shift":
+            self.logits = self.cache.shift(tokens)
+        else:
+            return False
+        return True
 
 
 def generate_tokens(model, prompt_ids: Sequence[int], prompt_cache: PromptCache | None = None,
                     sampler: Sampler | None = None, logits_processors: Sequence[LogitsProcessor] = (),
                     generator: torch.Generator | None = None,
                     overflow: str = "stop") -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (token, logprobs (V,)) until the caller stops or the context is full. logprobs are
-    the log-softmax of the processed logits, before temperature and filtering.
-
-    overflow="shift": when the context is full, keep its newer half and go on (positions restart,
-    as nanoGPT's cropping does); "stop": end the stream there.
-    """
-    cache = prompt_cache if prompt_cache is not None else PromptCache(model)
-    sampler = sampler or greedy
-    logits = cache.prefill(prompt_ids)
-    history = list(prompt_ids) if logits_processors else None
+    """Yield (token, logprobs (V,)) for one prompt until the caller stops or the context is full:
+    the engine at B = 1."""
+    engine = TokenEngine(model, [prompt_ids], [sampler], [logits_processors], [generator], prompt_cache, overflow)
     while True:
-        for process in logits_processors:
-            logits = process(history, logits)
-        logprobs = logits.log_softmax(dim=-1)
-        token = int(sampler(logits[None], generator)[0])
-        yield token, logprobs
-        if history is not None:
-            history.append(token)
-        if cache.room() > 0:
-            logits = cache.step(token)
-        elif overflow == "shift":
-            keep = cache.tokens[len(cache.tokens) - model.config.context_length // 2 + 1:] + [token]
-            cache.reset()
-            logits = cache.prefill(keep)
-        else:
+        out = engine.step()
+        if not out:
             return
+        yield out[0][1], out[0][2]

@@ -20,9 +20,6 @@ LogitsProcessor = Callable[[Sequence[int], torch.Tensor], torch.Tensor]  # (toke
 
 
 def repetition_processor(penalty: float, window: int = 64) -> LogitsProcessor:
-    if penalty <= 0:
-        raise LucidError(f"repetition penalty must be > 0 (got {penalty})")
-
     def process(tokens: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
         if not tokens:
             return logits
@@ -60,15 +57,15 @@ def logit_bias_processor(bias: dict[int, float]) -> LogitsProcessor:
     return process
 
 
-def make_logits_processors(logit_bias: dict[int, float] | None = None, repetition_penalty: float | None = None,
-                           presence_penalty: float | None = None, frequency_penalty: float | None = None,
-                           window: int = 64) -> list[LogitsProcessor]:
-    """The processors for these settings, in application order (None, 0 or 1.0 for repetition: off)."""
+def processor_chain(logit_bias: dict[int, float], repetition_penalty: float, presence_penalty: float,
+                    frequency_penalty: float, window: int) -> list[LogitsProcessor]:
+    """The processors for these (checked) settings, in application order; a repetition penalty of
+    1 and zero presence/frequency penalties are off."""
     processors: list[LogitsProcessor] = []
     if logit_bias:
         processors.append(logit_bias_processor(logit_bias))
-    if repetition_penalty not in (None, 1.0):
+    if repetition_penalty != 1.0:
         processors.append(repetition_processor(repetition_penalty, window))
     if presence_penalty or frequency_penalty:
-        processors.append(presence_frequency_processor(presence_penalty or 0.0, frequency_penalty or 0.0, window))
+        processors.append(presence_frequency_processor(presence_penalty, frequency_penalty, window))
     return processors

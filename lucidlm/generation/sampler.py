@@ -11,8 +11,6 @@ from typing import Callable
 
 import torch
 
-from ..errors import LucidError
-
 Sampler = Callable[..., torch.Tensor]  # (logits (B, V), generator=None) -> token ids (B,)
 NEG_INF = float("-inf")
 
@@ -54,26 +52,14 @@ def greedy(logits: torch.Tensor, generator: torch.Generator | None = None) -> to
     return logits.argmax(dim=-1)
 
 
-def check_sampling(temp: float, top_k: int, top_p: float, min_p: float) -> None:
-    """One clear error per bad setting."""
-    if not temp >= 0:
-        raise LucidError(f"temperature must be >= 0 (got {temp})")
-    if not (isinstance(top_k, int) and top_k >= 0):
-        raise LucidError(f"top-k must be a whole number >= 0, 0 meaning off (got {top_k})")
-    if not 0 < top_p <= 1:
-        raise LucidError(f"top-p must be in (0, 1] (got {top_p})")
-    if not 0 <= min_p <= 1:
-        raise LucidError(f"min-p must be in [0, 1] (got {min_p})")
-
-
-def make_sampler(temp: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Sampler:
-    """A sampler closure: sampler(logits (B, V), generator=None) -> ids (B,)."""
-    check_sampling(temp, top_k, top_p, min_p)
-    if temp == 0:
+def sampler_chain(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Sampler:
+    """A sampler closure: sampler(logits (B, V), generator=None) -> ids (B,). The values are
+    trusted: GenerationSettings checks them (make_sampler is the checked entry point)."""
+    if temperature == 0:
         return greedy
 
     def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        logits = apply_temperature(logits.float(), temp)
+        logits = apply_temperature(logits.float(), temperature)
         logits = top_k_filter(logits, top_k)
         logits = top_p_filter(logits, top_p)
         logits = min_p_filter(logits, min_p)

@@ -1,8 +1,11 @@
-"""Text generation: stream_generate, generate and batch_generate over the token engine.
+"""Text generation over the token engine: stream_batch_generate, and stream_generate, generate and
+batch_generate as its views.
 
 Tokens go through the streaming detokenizer, so only complete UTF-8 text comes out. Stop strings
 may span token boundaries: text that could still become a stop string is held back until it
-either completes one (then generation stops and the stop string is not emitted) or cannot.
+either completes one (then the row stops and the stop string is not emitted) or cannot. Every row
+has its own GenerationSettings and finishes on its own (EOS, a stop string, max_tokens, the end of
+the context).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import torch
 
 from ..errors import LucidError
 from ..tokenizer import StreamingDetokenizer
-from .engine import PromptCache, generate_tokens, make_cache
+from .engine import PromptCache, TokenEngine
 from .processors import LogitsProcessor
-from .sampler import Sampler, greedy
+from .sampler import Sampler
+from .settings import GenerationSettings
 
 
 @dataclass
@@ -30,6 +34,7 @@ class GenerationResponse:
     prompt_tps: float  # prompt tokens computed per second (cached ones excluded)
     generation_tokens: int
     generation_tps: float
+    row: int = 0  # which prompt of a batch this token belongs to
 
 
 class TextStream:
@@ -80,59 +85,129 @@ def prompt_ids(tokenizer, prompt: str | Sequence[int]) -> list[int]:
     return ids
 
 
-def _check(max_tokens: int) -> None:
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise LucidError(f"max tokens must be at least 1 (got {max_tokens})")
+@dataclass
+class Request:
+    """One row of a batch: its prompt ids, settings, and the sampling pieces built from them
+    (or given directly, the mlx-lm way)."""
+
+    ids: list[int]
+    settings: GenerationSettings
+    sampler: Sampler | None = None
+    processors: Sequence[LogitsProcessor] | None = None
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        self.sampler = self.sampler or self.settings.sampler()
+        self.processors = self.settings.logits_processors() if self.processors is None else list(self.processors)
+        self.generator = self.generator if self.generator is not None else self.settings.generator()
 
 
-def stream_generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int = 256,
-                    sampler: Sampler | None = None, logits_processors: Sequence[LogitsProcessor] = (),
+class _Row:
+    """One row's text, stop conditions and counts."""
+
+    def __init__(self, tokenizer, request: Request, limit: int) -> None:
+        self.stream = TextStream(tokenizer, request.settings.stop)
+        self.eos = tokenizer.eos_token_ids
+        self.limit = limit
+        self.generated = 0
+
+    def add(self, token: int) -> tuple[str, str | None]:
+        self.generated += 1
+        if token in self.eos:
+            return self.stream.finish(), "stop"
+        text, stopped = self.stream.add(token)
+        if stopped:
+            return text, "stop"
+        if self.generated >= self.limit:
+            return text + self.stream.finish(), "length"
+        return text, None
+
+
+def _stream_requests(model, tokenizer, requests: list[Request],
+                     prompt_cache: PromptCache | None = None) -> Iterator[GenerationResponse]:
+    """The one loop every text API runs: the engine's tokens, each row's text and finish."""
+    overflows = {r.settings.overflow for r in requests}
+    if len(overflows) > 1:
+        raise LucidError("the rows of one batch must share the overflow setting")
+    overflow = overflows.pop()
+    context = model.config.context_length
+    cache = prompt_cache if prompt_cache is not None else PromptCache(model, batch_size=len(requests))
+    longest = max(len(r.ids) for r in requests)
+    if not cache.sliding and longest >= context:
+        raise LucidError(f"the prompt has {longest} tokens, which fills the model's context of {context}")
+    # Each generated token but the last takes a cache slot, so a bounded row never runs past the
+    # context (rows are left-padded to the longest prompt).
+    bounded = not cache.sliding and overflow == "stop"
+    rows = [_Row(tokenizer, r, min(r.settings.max_tokens, context - longest) if bounded else r.settings.max_tokens)
+            for r in requests]
+    engine = TokenEngine(model, [r.ids for r in requests], [r.sampler for r in requests],
+                         [r.processors for r in requests], [r.generator for r in requests], cache, overflow)
+    start = time.perf_counter()
+    first = prompt_tps = None
+    while True:
+        step = engine.step()
+        if not step:
+            return
+        now = time.perf_counter()
+        if first is None:
+            first, prompt_tps = now, cache.last_prefill / max(now - start, 1e-9)
+        for index, token, logprobs in step:
+            row = rows[index]
+            text, finish = row.add(token)
+            if finish is not None:
+                engine.finish(index)
+            tps = (row.generated - 1) / (now - first) if row.generated > 1 else 0.0
+            yield GenerationResponse(text, token, logprobs, finish, len(requests[index].ids), prompt_tps,
+                                     row.generated, tps, index)
+
+
+def _settings(settings: GenerationSettings | None, **given) -> GenerationSettings:
+    """`settings` (or the defaults) with the keyword arguments that were given."""
+    settings = settings or GenerationSettings()
+    changes = {name: value for name, value in given.items() if value is not None}
+    return settings.replace(**changes) if changes else settings
+
+
+def _per_row(settings: GenerationSettings | Sequence[GenerationSettings] | None, n: int,
+             **given) -> list[GenerationSettings]:
+    """One GenerationSettings for each of n prompts, with the given keyword arguments applied."""
+    if settings is None or isinstance(settings, GenerationSettings):
+        settings = [settings] * n
+    if len(settings) != n:
+        raise LucidError(f"{n} prompts but {len(settings)} settings")
+    return [_settings(s, **given) for s in settings]
+
+
+def stream_generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int | None = None,
+                    sampler: Sampler | None = None, logits_processors: Sequence[LogitsProcessor] | None = None,
                     stop: str | Sequence[str] | None = None, seed: int | None = None,
                     prompt_cache: PromptCache | None = None, generator: torch.Generator | None = None,
-                    overflow: str = "stop") -> Iterator[GenerationResponse]:
+                    overflow: str | None = None,
+                    settings: GenerationSettings | None = None) -> Iterator[GenerationResponse]:
     """Yield one GenerationResponse per generated token; the last has a finish_reason.
 
-    seed makes sampling reproducible; a generator (which seed would create) can be passed instead
-    to continue one random stream across calls, as the chat does across turns. overflow: what to
-    do when the context is full, "stop" or "shift" (see generate_tokens)."""
-    if overflow not in ("stop", "shift"):
-        raise LucidError(f"overflow must be stop or shift (got {overflow!r})")
-    _check(max_tokens)
-    ids = prompt_ids(tokenizer, prompt)
-    cache = prompt_cache if prompt_cache is not None else PromptCache(model)
-    if not cache.sliding and len(ids) >= model.config.context_length:
-        raise LucidError(f"the prompt has {len(ids)} tokens, which fills the model's context of "
-                         f"{model.config.context_length}")
-    # Each generated token but the last takes a cache slot, so this never runs past the context.
-    bounded = not cache.sliding and overflow == "stop"
-    limit = min(max_tokens, model.config.context_length - len(ids)) if bounded else max_tokens
-    if generator is None and seed is not None:
-        generator = torch.Generator().manual_seed(seed)
-    stream = TextStream(tokenizer, [stop] if isinstance(stop, str) else (stop or ()))
-    eos = tokenizer.eos_token_ids
-    start = time.perf_counter()
-    prompt_tps = generation_tps = 0.0
-    first = start
-    tokens = generate_tokens(model, ids, cache, sampler, logits_processors, generator, overflow)
-    for n, (token, logprobs) in enumerate(tokens, 1):
-        now = time.perf_counter()
-        if n == 1:
-            first = now
-            prompt_tps = cache.last_prefill / max(now - start, 1e-9)
-        generation_tps = (n - 1) / (now - first) if n > 1 else 0.0
-        if token in eos:
-            text, finish = stream.finish(), "stop"
-        else:
-            text, stopped = stream.add(token)
-            finish = "stop" if stopped else None
-            if finish is None and n >= limit:
-                text, finish = text + stream.finish(), "length"
-        yield GenerationResponse(text, token, logprobs, finish, len(ids), prompt_tps, n, generation_tps)
-        if finish is not None:
-            return
+    `settings` says how to generate; max_tokens, stop, seed and overflow, when given, override
+    it, and a sampler or logits processors (mlx-lm's make_sampler, make_logits_processors) replace
+    the ones it would build. A generator (which seed would create) continues one random stream
+    across calls, as the chat does across turns. A prompt_cache keeps the KV cache between calls."""
+    settings = _settings(settings, max_tokens=max_tokens, stop=stop, seed=seed, overflow=overflow)
+    request = Request(prompt_ids(tokenizer, prompt), settings, sampler, logits_processors, generator)
+    return _stream_requests(model, tokenizer, [request], prompt_cache)
 
 
-def generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int = 256, verbose: bool = False,
+def stream_batch_generate(model, tokenizer, prompts: Sequence[str | Sequence[int]],
+                          settings: GenerationSettings | Sequence[GenerationSettings] | None = None
+                          ) -> Iterator[GenerationResponse]:
+    """Generate for several prompts at once (left padding, one forward per step for all rows),
+    each row with its own settings (one GenerationSettings for all, or one per prompt) and its own
+    finish. Yields GenerationResponses in step order; `.row` says which prompt each is for."""
+    if not prompts:
+        return iter(())
+    requests = [Request(prompt_ids(tokenizer, p), s) for p, s in zip(prompts, _per_row(settings, len(prompts)))]
+    return _stream_requests(model, tokenizer, requests)
+
+
+def generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int | None = None, verbose: bool = False,
              **kwargs) -> str:
     """The whole completion as one string (kwargs as for stream_generate)."""
     pieces = []
@@ -147,49 +222,17 @@ def generate(model, tokenizer, prompt: str | Sequence[int], max_tokens: int = 25
     return "".join(pieces)
 
 
-@torch.no_grad()
-def batch_generate(model, tokenizer, prompts: Sequence[str | Sequence[int]], max_tokens: int = 256,
-                   sampler: Sampler | None = None, stop: str | Sequence[str] | None = None,
-                   seed: int | None = None) -> list[str]:
-    """Generate for several prompts at once: left padding and an attention mask, each row
-    finishing on its own. Greedy rows give the same tokens as generating each prompt alone."""
-    _check(max_tokens)
+def batch_generate(model, tokenizer, prompts: Sequence[str | Sequence[int]], max_tokens: int | None = None,
+                   sampler: Sampler | None = None, stop: str | Sequence[str] | None = None, seed: int | None = None,
+                   settings: GenerationSettings | Sequence[GenerationSettings] | None = None) -> list[str]:
+    """Every prompt's whole completion (stream_batch_generate, collected). max_tokens, stop and seed
+    override the settings; a sampler replaces theirs. Greedy rows give the same tokens as
+    generating each prompt alone."""
+    texts = [""] * len(prompts)
     if not prompts:
-        return []
-    rows = [prompt_ids(tokenizer, p) for p in prompts]
-    longest = max(len(r) for r in rows)
-    if longest + max_tokens > model.config.context_length and not model.config.all_layers_slide:
-        max_tokens = model.config.context_length - longest
-        if max_tokens < 1:
-            raise LucidError(f"the longest prompt has {longest} tokens, which fills the model's context")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = model.tok_emb.weight.device
-    ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows], device=device)
-    cache = make_cache(model, batch_size=len(rows), capacity=longest + max_tokens)
-    sampler = sampler or greedy
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    streams = [TextStream(tokenizer, [stop] if isinstance(stop, str) else (stop or ())) for _ in rows]
-    texts = [""] * len(rows)
-    done = [False] * len(rows)
-    eos = tokenizer.eos_token_ids
-    logits = model(ids, attention_mask=mask, cache=cache, logits_for="last")[:, -1].float()  # (B, V)
-    for step in range(max_tokens):
-        tokens = sampler(logits, generator)  # (B,)
-        for row, token in enumerate(tokens.tolist()):
-            if done[row]:
-                continue
-            if token in eos:
-                texts[row] += streams[row].finish()
-                done[row] = True
-                continue
-            text, stopped = streams[row].add(token)
-            texts[row] += text
-            done[row] = stopped
-        if all(done) or step == max_tokens - 1:
-            break
-        logits = model(tokens[:, None], cache=cache, logits_for="last")[:, -1].float()
-    for row in range(len(rows)):
-        if not done[row]:
-            texts[row] += streams[row].finish()
+        return texts
+    settings = _per_row(settings, len(prompts), max_tokens=max_tokens, stop=stop, seed=seed)
+    requests = [Request(prompt_ids(tokenizer, p), s, sampler) for p, s in zip(prompts, settings)]
+    for response in _stream_requests(model, tokenizer, requests):
+        texts[response.row] += response.text
     return texts

@@ -34,7 +34,7 @@ class KVCache:
         self.length = 0  # filled slots
         self.evicted = 0  # tokens forgotten from the front (SlidingKVCache only)
         self.has_padding = False
-        self._pending = 0  # slots being written by the forward in progress
+        self._pending = None  # (positions, valid) of the forward in progress
 
     @property
     def capacity(self) -> int:
@@ -59,7 +59,7 @@ class KVCache:
             self.has_padding = True
         else:
             self.valid[:, start:end] = True
-        self._pending = T
+        self._pending = (positions, valid)
         key_valid = self.valid[:, :end] if self.has_padding else None
         return self.positions[:, :end], key_valid
 
@@ -70,11 +70,16 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-    def commit(self, next_position: torch.Tensor) -> None:
-        """The forward succeeded: the reserved slots now count."""
-        self.length += self._pending
-        self._pending = 0
-        self.next_position = next_position
+    def commit(self) -> None:
+        """The forward succeeded: the reserved slots now count, and the next token's position
+        follows the last real one."""
+        positions, valid = self._pending
+        self.length += positions.shape[1]
+        self._pending = None
+        if valid is None:
+            self.next_position = (positions[:, -1] + 1).expand(self.batch_size)
+        else:  # a row whose new tokens are all padding keeps its position
+            self.next_position = torch.maximum(self.next_position, torch.where(valid, positions + 1, 0).amax(dim=1))
 
     # --- called by users of the cache ------------------------------------------------------------
 
@@ -93,6 +98,15 @@ class KVCache:
         filled = slice(0, self.length)
         after_real = torch.where(self.valid[:, filled], self.positions[:, filled] + 1, 0)
         self.next_position = after_real.amax(dim=1) if self.length else self.next_position
+
+    def keep_rows(self, indices) -> None:
+        """Keep only these batch rows, in this order (finished rows leave a batch)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
+        self.keys = [t.index_select(0, index) for t in self.keys]
+        self.values = [t.index_select(0, index) for t in self.values]
+        self.positions, self.valid = self.positions.index_select(0, index), self.valid.index_select(0, index)
+        self.next_position = self.next_position.index_select(0, index)
+        self.batch_size = len(index)
 
     def reset(self) -> None:
         self.evicted = 0

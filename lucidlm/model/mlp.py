@@ -27,7 +27,7 @@ class MLP(nn.Module):
         self.gated = config.gated_mlp
         self.act = ACTIVATION_FUNCTIONS[config.activation]
         n_in = 2 * config.d_ff if self.gated else config.d_ff
-        self.up = Linear(config.d_model, n_in, bias=config.bias)  # columns [gate | up] when gated
+        self.up = Linear(config.d_model, n_in, bias=config.bias)  # output features [gate | up] when gated
         self.down = Linear(config.d_ff, config.d_model, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,18 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..errors import LucidError
+
+
+def infer_positions(input_ids: torch.Tensor, valid: torch.Tensor | None, cache=None) -> torch.Tensor:
+    """Each new token's position: real tokens are counted from the cache's next position (0 without
+    a cache); padding repeats its neighbour's position and is masked anyway. (B, T), or (1, T)
+    shared by every row when nothing is padded or cached, which keeps the backward cheap."""
+    steps = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # (1, T)
+    start = cache.next_position[:, None] if cache is not None else 0  # (B, 1)
+    if valid is None:
+        return start + steps
+    return start + (valid.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 class LearnedPositions(nn.Module):
@@ -25,6 +37,9 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.zeros(config.context_length, config.d_model))
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        if int(positions.max()) >= self.weight.shape[0]:
+            raise LucidError(f"position {int(positions.max())} is beyond the model's learned "
+                             f"context of {self.weight.shape[0]} tokens")
         return self.weight[positions]  # (B, T, C)
 
 

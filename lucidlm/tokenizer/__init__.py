@@ -5,6 +5,7 @@ from .basic_bpe import BasicBPE
 from .char import CharTokenizer
 from .pretokenizer import PreTokenizer
 from .streaming import StreamingDetokenizer
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, load_tokenizer, tokenizer_from_dict
 
-__all__ = ["BasicBPE", "CharTokenizer", "PreTokenizer", "StreamingDetokenizer", "Tokenizer"]
+__all__ = ["BasicBPE", "CharTokenizer", "PreTokenizer", "StreamingDetokenizer", "Tokenizer", "load_tokenizer",
+           "tokenizer_from_dict"]

@@ -33,6 +33,21 @@ def merge_piece(ids: list[int], ranks: dict[tuple[int, int], int], results: list
     return ids
 
 
+def merge_below(ids: list[int], ranks: dict[tuple[int, int], int], results: list[int], below: int) -> list[int]:
+    """BPE with only the merges ranked below `below`, stopping at two parts: under tiktoken's
+    "ranks" rule, the two tokens whose merge makes the token of rank `below` from `ids`, its bytes."""
+    while len(ids) > 2:
+        best, best_i = below, -1
+        for i in range(len(ids) - 1):
+            rank = ranks.get((ids[i], ids[i + 1]), below)
+            if rank < best:
+                best, best_i = rank, i
+        if best_i < 0:
+            break
+        ids = ids[:best_i] + [results[best]] + ids[best_i + 2:]
+    return ids
+
+
 def train_merges(word_counts: dict[bytes, int], n_merges: int, first_id: int = 256,
                  on_merge: Callable[[int], None] | None = None) -> list[tuple[int, int]]:
     """Learn up to n_merges merges over words (byte strings) with their counts.

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-from ..errors import LucidError
+from ..errors import FormatError, LucidError
+from .files import CHAR_FORMAT, FORMAT_VERSION, write_ours
 
 
 class CharTokenizer:
@@ -70,10 +71,18 @@ class CharTokenizer:
         text = "".join(f"{m.get('content') or ''}\n\n" for m in messages)
         return self.encode(text) if tokenize else text
 
-    def save(self, directory: str | os.PathLike) -> None:
-        from .formats import save_ours
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": CHAR_FORMAT, "version": FORMAT_VERSION, "chars": self.chars}
 
-        save_ours(self, directory)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":
+        chars = data.get("chars")
+        if not isinstance(chars, str):
+            raise FormatError(f"{data.get('origin') or 'tokenizer'}: a character tokenizer needs its 'chars' string")
+        return cls(chars)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        write_ours(self, directory)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CharTokenizer) and other.chars == self.chars

@@ -12,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..default_model import default_model_path
 from ..errors import LucidError
+from .pretokenizer import NAMED
+from .tokenizer import Tokenizer, load_tokenizer
 
 COLOURS = [44, 42, 45, 46, 43, 41]  # ANSI background colours, cycled per token
 
@@ -65,9 +68,6 @@ def render_tokens(tokenizer, ids: list[int], colour: bool) -> str:
 
 
 def load_any_tokenizer(args: argparse.Namespace):
-    from ..default_model import default_model_path
-    from .formats import load_tokenizer
-
     if args.tokenizer and args.model:
         raise LucidError("give --tokenizer or --model, not both")
     source = args.tokenizer or args.model
@@ -104,8 +104,6 @@ def tokenize_main(args: argparse.Namespace) -> int:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .pretokenizer import NAMED
-
     parser.add_argument("--data", required=True, nargs="+", help="UTF-8 text file(s) to learn from")
     parser.add_argument("--vocab-size", type=int, default=4096, help="tokens in the vocabulary, bytes and specials "
                                                                       "included (default: 4096)")
@@ -116,8 +114,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from .tokenizer import Tokenizer
-
     texts = []
     for name in args.data:
         try:

@@ -17,7 +17,10 @@ from typing import Any, Iterable, Sequence
 import regex
 
 from ..errors import FormatError, LucidError
-from .bpe import merge_piece, train_merges
+from .bpe import merge_below, merge_piece, train_merges
+from .char import CharTokenizer
+from .files import (BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, made_by_merges, read_tokenizer_data, write_ours,
+                    write_tiktoken, write_tokenizer_json)
 from .pretokenizer import PreTokenizer
 
 CACHE_LIMIT = 1 << 18  # pieces; cleared when full, which real text reaches rarely
@@ -239,7 +242,7 @@ class Tokenizer:
         tokenize=True returns ids: the template's special tokens become special ids, while special
         strings inside message contents stay plain text. tokenize=False returns the string.
         """
-        from .chat_template import render_chat
+        from .chat_template import render_chat  # jinja2 costs 80 ms to import: only when chatting
 
         parts = render_chat(self, messages, add_generation_prompt, **kwargs)
         if not tokenize:
@@ -291,32 +294,102 @@ class Tokenizer:
             vocab.append(text.encode("utf-8"))
         return cls(vocab, merges, pre, specials, eos_token=eos_token if eos_token in specials else None)
 
-    # --- files ---------------------------------------------------------------------------------
+    # --- our dict format and files --------------------------------------------------------------
+
+    def merge_triples(self) -> list[tuple[int, int, int]]:
+        """[(a, b, new)] in rank order. For a tiktoken ("ranks") tokenizer each token's merge is the
+        last step BPE itself takes on that token's bytes, which is what a merges list must hold."""
+        if self.merge_rule == "merges":
+            seen, out = set(), []
+            for pair in self.merges:
+                if pair not in seen:
+                    seen.add(pair)
+                    out.append((pair[0], pair[1], self.merge_results[self.ranks[pair]]))
+            return out
+        out = []
+        for token_id, token in enumerate(self.vocab):
+            if self.is_special(token_id) or len(token) < 2 or self.token_ids.get(token) != token_id:
+                continue
+            ids = merge_below([self.byte_ids[b] for b in token], self.ranks, self.merge_results, token_id)
+            if len(ids) != 2:
+                raise FormatError(f"token {token!r} cannot be built from two lower-ranked tokens")
+            out.append((ids[0], ids[1], token_id))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Our format (lucidlm-tokenizer.json): JSON-ready, read back by from_dict. Tokens that a
+        merge makes are stored as that merge only."""
+        triples = self.merge_triples() if self.merge_rule == "merges" else []
+        made = made_by_merges(triples)
+        return {"format": BPE_FORMAT, "version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                "pre_tokenizer": self.pre_tokenizer.to_dict(), "merge_rule": self.merge_rule,
+                "ignore_merges": self.ignore_merges,
+                "base_tokens": {str(i): t.hex() for i, t in enumerate(self.vocab)
+                                if i not in made and not self.is_special(i)},
+                "merges": [list(t) for t in triples], "special_tokens": self.special_tokens,
+                "bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token,
+                "unk_token": self.unk_token, "add_bos_token": self.add_bos_token,
+                "eos_token_ids": sorted(self._extra_eos), "chat_template": self.chat_template}
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **options: Any) -> "Tokenizer":
-        """Load from our folder format, a tokenizer.json, a GGUF file, a *.tiktoken rank file or a
-        model folder holding any of them."""
-        from .formats import load_tokenizer
+    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
+        origin = data.get("origin") or "tokenizer"
+        try:
+            size = int(data["vocab_size"])
+            vocab: list[bytes | None] = [None] * size
+            for key, hexed in data["base_tokens"].items():
+                vocab[int(key)] = bytes.fromhex(hexed)
+            for text, i in data["special_tokens"].items():
+                vocab[i] = text.encode("utf-8")
+            merges = [(m[0], m[1]) for m in data["merges"]]  # each [a, b, new], or [a, b]
+            if None in vocab:  # tokens the file stores as their merge: rebuild them in rank order
+                for n, merge in enumerate(data["merges"]):
+                    a, b, new = merge
+                    if vocab[new] is None:
+                        if vocab[a] is None or vocab[b] is None:
+                            raise FormatError(f"{origin}: merge #{n} uses token {a if vocab[a] is None else b} "
+                                              f"before it exists")
+                        vocab[new] = vocab[a] + vocab[b]
+            holes = [i for i, t in enumerate(vocab) if t is None]
+            if holes:
+                raise FormatError(f"{origin}: token ids {holes[:5]} are defined by no byte, merge or special token")
+            return cls(vocab, merges, PreTokenizer.from_dict(data["pre_tokenizer"]), data["special_tokens"],
+                       merge_rule=data.get("merge_rule", "merges"), ignore_merges=data.get("ignore_merges", False),
+                       bos_token=data.get("bos_token"), eos_token=data.get("eos_token"),
+                       pad_token=data.get("pad_token"), unk_token=data.get("unk_token"),
+                       add_bos_token=bool(data.get("add_bos_token", False)),
+                       chat_template=data.get("chat_template"), eos_token_ids=data.get("eos_token_ids", ()))
+        except FormatError as exc:
+            raise FormatError(str(exc) if str(exc).startswith(origin) else f"{origin}: {exc}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise FormatError(f"{origin}: malformed tokenizer file ({type(exc).__name__}: {exc})") from None
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **options: Any):
+        """Load from our folder format, a tokenizer.json, a GGUF file, a *.tiktoken rank file, a
+        model folder holding any of them or a hub id (a character tokenizer comes back as one)."""
         return load_tokenizer(path, **options)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Our format (tokenizer.model, with tokenizer.vocab beside it for people)."""
-        from .formats import save_ours
-
-        save_ours(self, directory)
+        """Our format: lucidlm-tokenizer.json, with lucidlm-tokenizer.vocab beside it for people."""
+        write_ours(self, directory)
 
     def save_hf(self, path: str | os.PathLike) -> None:
-        from .formats import save_tokenizer_json
-
-        save_tokenizer_json(self, path)
+        write_tokenizer_json(self, path)
 
     def save_tiktoken(self, path: str | os.PathLike) -> None:
-        from .formats import save_tiktoken
-
-        save_tiktoken(self, path)
+        write_tiktoken(self, path)
 
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, pre_tokenizer={self.pre_tokenizer.name or 'custom'}, "
                 f"specials={len(self.special_tokens)}, rule={self.merge_rule})")
+
+
+def tokenizer_from_dict(data: dict[str, Any]):
+    """Our dict format -> the tokenizer it describes (byte-level BPE or characters)."""
+    return CharTokenizer.from_dict(data) if data.get("format") == CHAR_FORMAT else Tokenizer.from_dict(data)
+
+
+def load_tokenizer(path: str | os.PathLike, **options: Any):
+    """The tokenizer at `path`, whatever kind of file or folder it is (see lucidlm/locate.py)."""
+    return tokenizer_from_dict(read_tokenizer_data(path, **options))

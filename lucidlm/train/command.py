@@ -7,11 +7,15 @@ import sys
 from pathlib import Path
 
 from ..errors import LucidError
+from ..tokenizer import CharTokenizer, Tokenizer
+from ..tokenizer.commands import visible_piece
+from .data import Split, Windows, read_corpus, tokenize_corpus
+from .run_folder import RunFolder
+from .settings import TRAIN_PRESETS, TrainSettings, add_setting_flags, resolve
+from .trainer import Trainer
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .settings import TRAIN_PRESETS, add_setting_flags
-
     parser.description = ("Train a GPT from scratch (--preset, or a [model] table in --config) or fine-tune one "
                           "(--init-from). Checkpoints, metrics.jsonl, loss.png and samples go to --out. "
                           "Launch with torchrun for data-parallel training. Presets: " + ", ".join(TRAIN_PRESETS))
@@ -22,10 +26,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from .run_folder import RunFolder
-    from .settings import TrainSettings, resolve
-    from .trainer import Trainer
-
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise LucidError("--resume continues a run in its own folder; leave out --out")
@@ -60,10 +60,6 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def show_main(args: argparse.Namespace) -> int:
-    from ..tokenizer import CharTokenizer, Tokenizer
-    from ..tokenizer.commands import visible_piece
-    from .data import Split, Windows, read_corpus, tokenize_corpus
-
     if args.window < 1 or (args.stride is not None and args.stride < 1) or args.count < 1:
         raise LucidError("--window, --stride and --count must be at least 1")
     paths = [Path(p) for p in args.data]

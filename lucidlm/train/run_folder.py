@@ -23,7 +23,8 @@ import torch
 
 from ..errors import LucidError
 from ..files import write_atomic
-from ..weights.checkpoint import CHECKPOINT_FILE, RUN_FILE, atomic_folder, write_checkpoint
+from ..locate import CHECKPOINT_FILE, RUN_FILE
+from ..weights.checkpoint import atomic_folder, write_checkpoint
 
 TRAINER_STATE = "trainer.pt"
 

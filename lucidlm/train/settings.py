@@ -10,25 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import PRESETS, Config
 from ..errors import ConfigError, LucidError, check_known_fields
-
-
-def setting(default: Any, help: str) -> Any:
-    """A TrainSettings field whose help text is also its flag's `--help` line."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+from ..flags import add_flags, given, setting
 
 
 @dataclass
 class TrainSettings:
-    data: list[str] = setting([], "corpus file(s), UTF-8 text; each file is one document")
+    data: list[str] = setting([], "corpus file(s), UTF-8 text; each file is one document", metavar="FILE")
     tokenizer: str | None = setting(None, "'char', or a tokenizer folder or file; unset: the preset's choice, "
                                           "the --init-from model's own, or a BPE trained on the corpus")
     out: str | None = setting(None, "the run folder")
@@ -117,32 +110,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _scalar_type(annotation) -> type:
-    """int | None -> int; list[str] -> str."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is list:
-        return args[0]
-    return args[0] if args else annotation
-
-
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainSettings field; every default is None so we can tell what was given."""
-    group = parser.add_argument_group("training settings (defaults: the preset's, else nanoGPT-like)")
-    defaults = TrainSettings()
-    hints = typing.get_type_hints(TrainSettings)
-    for f in dataclasses.fields(TrainSettings):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _scalar_type(hints[f.name])
-        default = getattr(defaults, f.name)
-        text = f.metadata["help"]
-        if f.name == "data":
-            group.add_argument(flag, nargs="+", default=None, metavar="FILE", help=text)
-        elif kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{text} (default: {'on' if default else 'off'})")
-        else:
-            shown = "" if default is None else f" (default: {default})"
-            group.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=text + shown)
+    add_flags(parser, TrainSettings, TrainSettings(), "training settings (defaults: the preset's, else nanoGPT-like)")
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -167,8 +137,7 @@ def resolve(args: argparse.Namespace, base: TrainSettings | None = None,
     model_fields: dict[str, Any] = base_config.to_dict() if base_config is not None else {}
     toml = read_toml(args.config) if getattr(args, "config", None) else {}
     toml_model = toml.pop("model", {}) if isinstance(toml.get("model"), dict) else {}
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)
-             if getattr(args, f.name, None) is not None}
+    flags = given(args, TrainSettings)
     preset = flags.get("preset") or toml.get("preset") or values.get("preset")
     if base is None and preset is not None:
         if preset not in TRAIN_PRESETS:

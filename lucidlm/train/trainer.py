@@ -22,12 +22,15 @@ import torch.nn.functional as F
 from ..config import Config
 from ..errors import LucidError
 from ..generation import generate, make_sampler
+from ..locate import TOKENIZER_FILE
 from ..model import Transformer
 from ..options import resolve_device
 from ..tokenizer import CharTokenizer, Tokenizer
+from ..weights import load
 from . import distributed
 from .data import Batches, Windows, open_split, prepare, read_corpus
 from .optimizer import make_optimizer
+from .plot import plot_losses
 from .run_folder import RunFolder
 from .schedule import learning_rate
 from .settings import TrainSettings, check_data_paths
@@ -143,18 +146,14 @@ class Trainer:
             if tokenizer is not None:
                 tokenizer.save(root)
         distributed.barrier(self.world)
-        return Tokenizer.from_file(root) if (root / "lucidlm-tokenizer.json").exists() else None
+        return Tokenizer.from_file(root) if (root / TOKENIZER_FILE).exists() else None
 
     def _model(self, config: Config | None, resume: bool) -> Transformer:
         s = self.settings
         if resume:
-            from ..weights.checkpoint import load_checkpoint
-
-            model, _ = load_checkpoint(self.run.latest(), device=self.device)
+            model, _ = load(self.run.latest(), device=self.device)
             return model.train()
         if s.init_from:
-            from ..weights import load
-
             model, own = load(s.init_from, device=self.device)
             if self.tokenizer is None:
                 if own is None:
@@ -370,8 +369,6 @@ class Trainer:
             with open(self.run.path / "samples.txt", "a", encoding="utf-8") as f:
                 f.write(f"--- step {self.step} ---\n{text}\n")
         if self.settings.plot:
-            from .plot import plot_losses
-
             plot_losses(records, self.run.path / "loss.png", f"{self.run.path.name}: loss")
 
     def summary(self) -> dict[str, Any]:

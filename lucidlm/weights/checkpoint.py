@@ -1,5 +1,6 @@
-"""Our checkpoint format: model.safetensors (our tensor names), lucidlm.json (the Config and
-generation ids) and the tokenizer in our format, all in one folder.
+"""Our checkpoint format: model.safetensors (our tensor names, the standard (out, in) layout),
+lucidlm.json (the Config and generation ids) and the tokenizer in our format, all in one folder.
+weights/sources.py reads it back (version 1, from lucidlm 0.1, too).
 
 Folders are written whole or not at all: everything goes into a temporary sibling folder that is
 renamed into place at the end, so a crash mid-save leaves the previous folder intact.
@@ -15,15 +16,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from safetensors.torch import save_file
 
-from ..config import Config
-from ..errors import FormatError
-from ..files import read_json
+from ..locate import CHECKPOINT_FILE
 
-CHECKPOINT_FILE = "lucidlm.json"
-RUN_FILE = "run.json"  # marks a training run folder (see lucidlm.train)
 FORMAT = "lucidlm.model"
-VERSION = 1
+VERSION = 2
 
 
 @contextmanager
@@ -53,8 +51,6 @@ def model_state(model) -> dict[str, torch.Tensor]:
 
 def write_checkpoint(model, tokenizer, folder: Path, extra: dict[str, Any] | None = None) -> None:
     """Write into an existing (temporary) folder."""
-    from safetensors.torch import save_file
-
     save_file({k: v.cpu() for k, v in model_state(model).items()}, str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     eos = sorted(tokenizer.eos_token_ids) if tokenizer is not None else []
@@ -70,38 +66,3 @@ def save(model, tokenizer, directory: str | os.PathLike, extra: dict[str, Any] |
     with atomic_folder(directory) as tmp:
         write_checkpoint(model, tokenizer, tmp, extra)
     return Path(directory)
-
-
-def load_checkpoint(folder: Path, dtype: torch.dtype = torch.float32, device=None):
-    from safetensors import safe_open
-
-    from ..tokenizer.formats import OUR_FILE, load_ours
-    from .load import build_model
-
-    info = read_json(folder / CHECKPOINT_FILE)
-    if info.get("format") != FORMAT or info.get("version") != VERSION:
-        raise FormatError(f"{folder / CHECKPOINT_FILE}: not a lucidlm checkpoint of version {VERSION}")
-    config = Config.from_dict(info.get("config") or {})
-    weights = folder / "model.safetensors"
-    if not weights.exists():
-        raise FormatError(f"{folder}: model.safetensors is missing")
-    try:
-        handle = safe_open(str(weights), framework="pt")
-    except Exception as exc:
-        raise FormatError(f"{weights}: corrupt or truncated safetensors file ({exc})") from None
-    with handle:
-        model = build_model(config, None, list(handle.keys()), handle.get_tensor, dtype, device, str(folder))
-    tokenizer = load_ours(folder / OUR_FILE) if (folder / OUR_FILE).exists() else None
-    if tokenizer is not None:
-        tokenizer.add_eos_token_ids(info.get("eos_token_ids", []))
-    model.source = str(folder)
-    return model, tokenizer
-
-
-def latest_checkpoint(run_folder: Path) -> Path:
-    """The checkpoint a run folder points to: its best one if it has one, else its latest."""
-    run = read_json(run_folder / RUN_FILE)
-    for key in ("best", "latest"):
-        if run.get(key) and (run_folder / run[key] / CHECKPOINT_FILE).exists():
-            return run_folder / run[key]
-    raise FormatError(f"{run_folder}: this training run has no checkpoint yet")

@@ -8,20 +8,18 @@ import json
 import os
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from .checkpoint import atomic_folder, model_state
-from .hf_config import hf_config_from, hf_family
-from .name_tables import HF_GPT2, HF_LLAMA
+from .hf_config import HF_FAMILIES, hf_config_from, hf_family
 from .translate import to_source
 
 
 def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
-    from safetensors.torch import save_file
-
     config = model.config
     family = hf_family(config)
-    table = HF_GPT2 if family == "gpt2" else HF_LLAMA
-    tensors = to_source(table, config, {k: v.cpu() for k, v in model_state(model).items()})
-    extra = {"dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    tensors = to_source(HF_FAMILIES[family].table, config, {k: v.cpu() for k, v in model_state(model).items()})
+    extra = {"dtype": str(model.dtype).removeprefix("torch.")}
     if tokenizer is not None:
         if tokenizer.bos_token_id is not None:
             extra["bos_token_id"] = tokenizer.bos_token_id

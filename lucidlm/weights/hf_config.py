@@ -6,14 +6,15 @@ Keys that would change the computation in a way we do not implement are refused,
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..config import FAMILIES, Config
 from ..errors import FormatError
+from .name_tables import HF_GPT2, HF_LLAMA, NameTable
 
 ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "silu": "silu", "swish": "silu", "relu": "relu"}
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral", "qwen2")
 
 
 def _activation(name: str, origin: str) -> str:
@@ -46,11 +47,11 @@ def _rope(data: dict[str, Any], origin: str) -> dict[str, Any]:
 def config_from_hf(data: dict[str, Any], origin: str) -> tuple[Config, str]:
     """Config and family name ("gpt2", "llama", "mistral", "qwen2") from a parsed config.json."""
     model_type = data.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if model_type not in HF_FAMILIES:
         raise FormatError(f"{origin}: unsupported architecture {model_type!r} "
-                          f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+                          f"(supported: {', '.join(HF_FAMILIES)})")
     try:
-        return _READERS[model_type](data, origin), model_type
+        return HF_FAMILIES[model_type].read(data, origin), model_type
     except KeyError as exc:
         raise FormatError(f"{origin}: config.json lacks {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
@@ -113,7 +114,21 @@ def _config(switches: dict[str, Any], **fields: Any) -> Config:
     return Config(**{**switches, **fields})
 
 
-_READERS = {"gpt2": _gpt2, "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like}
+@dataclass(frozen=True)
+class HFFamily:
+    """A Hugging Face model_type: how its config.json becomes a Config, how its tensors are named."""
+
+    read: Callable[[dict[str, Any], str], Config]
+    table: NameTable
+
+
+# model_type -> family; a new family is one entry here (and its name table).
+HF_FAMILIES: dict[str, HFFamily] = {
+    "gpt2": HFFamily(_gpt2, HF_GPT2),
+    "llama": HFFamily(_llama_like, HF_LLAMA),
+    "mistral": HFFamily(_llama_like, HF_LLAMA),
+    "qwen2": HFFamily(_llama_like, HF_LLAMA),
+}
 
 
 # --- export -------------------------------------------------------------------------------------

@@ -7,14 +7,14 @@ context length, tokenizer kind and whether a chat template is present.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 import torch
 
 from ..config import Config
-from ..errors import FormatError
+from ..default_model import default_model_path
 from ..model import Transformer
+from .sources import open_source
 
 
 def _parameters(config: Config) -> int:
@@ -41,54 +41,21 @@ def _tokenizer_rows(tokenizer) -> list[tuple[str, str]]:
 
 
 def describe(path: str | Path | None) -> list[tuple[str, str]]:
-    from ..default_model import default_model_path
-    from ..gguf_file import GGUFFile
-    from ..tokenizer.formats import OUR_FILE, load_ours, load_tokenizer_json, tokenizer_from_gguf
-    from .checkpoint import CHECKPOINT_FILE, RUN_FILE, latest_checkpoint
-    from .gguf_model import config_from_gguf
-    from .hf_config import config_from_hf
-    from ..files import read_json
-
-    path = Path(path) if path is not None else default_model_path()
-    if not path.exists():
-        raise FormatError(f"{path}: no such file or folder")
-    if path.is_dir() and (path / RUN_FILE).exists():
-        path = latest_checkpoint(path)
-    rows: list[tuple[str, str]] = [("path", str(path))]
-    if path.is_file():
-        with GGUFFile(path) as gguf:
-            config = config_from_gguf(gguf)
-            types = Counter(t.type_name for t in gguf.tensors.values())
-            architecture = f"{gguf.metadata.get('general.architecture')} (GGUF v{gguf.version})"
-            name = gguf.metadata.get("general.name")
-            stored = ", ".join(f"{t} x{n}" for t, n in types.most_common())
-            tokenizer = tokenizer_from_gguf(gguf.metadata, str(path)) if "tokenizer.ggml.model" in gguf.metadata else None
-    elif (path / CHECKPOINT_FILE).exists():
-        info = read_json(path / CHECKPOINT_FILE)
-        config = Config.from_dict(info["config"])
-        architecture, name, stored = "lucidlm checkpoint", path.name, "safetensors"
-        tokenizer = load_ours(path / OUR_FILE) if (path / OUR_FILE).exists() else None
-    elif (path / "config.json").exists():
-        data = read_json(path / "config.json")
-        config, family = config_from_hf(data, str(path))
-        architecture, name = f"{family} (Hugging Face)", data.get("_name_or_path") or path.name
-        stored = f"safetensors, {data.get('torch_dtype') or data.get('dtype') or 'unknown dtype'}"
-        tokenizer = load_tokenizer_json(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
-    else:
-        raise FormatError(f"{path}: not a model lucidlm can read")
-    rows += [
-        ("architecture", architecture),
-        ("name", str(name or "-")),
+    with open_source(path if path is not None else default_model_path()) as source:
+        config, about, tokenizer = source.config, source.describe(), source.tokenizer()
+    return [
+        ("path", str(source.path)),
+        ("architecture", about["architecture"]),
+        ("name", about["name"]),
         ("mechanisms", _mechanisms(config)),
         ("parameters", f"{_parameters(config):,}"),
         ("layers x width", f"{config.n_layers} x {config.d_model} (heads {config.n_heads}, head dim {config.head_dim}, "
                            f"MLP {config.d_ff})"),
         ("context length", f"{config.context_length:,} tokens"),
-        ("stored as", stored),
+        ("stored as", about["stored as"]),
         ("computes in", "float32 by default (--dtype bfloat16 to halve memory)"),
         ("tied embeddings", "yes" if config.tie_embeddings else "no"),
-    ]
-    return rows + _tokenizer_rows(tokenizer)
+    ] + _tokenizer_rows(tokenizer)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,10 +1,10 @@
 """Weight-name tables: how each source layout's tensors become ours. Data, not code.
 
 A row maps one source tensor to one of our tensors, or to one part of a fused tensor of ours (our
-attention has one qkv matrix and a gated MLP one [gate | up] matrix), with transforms applied in
-order: "transpose" (we store matrices (in, out), see model/linear.py; most files store (out, in),
-GPT-2's Conv1D already (in, out)) and "unpermute_q"/"unpermute_k" (undo the row order llama.cpp
-gives Llama's query/key weights for its interleaved rotary layout).
+attention has one qkv matrix and a gated MLP one [gate | up] matrix, parts stacked as output rows),
+with transforms applied in order: "transpose" (our matrices have nn.Linear's (out, in) layout, as
+most files do; GPT-2's Conv1D stores (in, out)) and "unpermute_q"/"unpermute_k" (undo the row order
+llama.cpp gives Llama's query/key weights for its interleaved rotary layout).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class NameTable:
         return any(re.fullmatch(p, source) for p in self.ignore)
 
 
-# Fused tensors of ours, in the order their parts are stacked (output columns, the last dimension).
+# Fused tensors of ours, in the order their parts are stacked (output features: rows, the first dimension).
 FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up")}
 
 
@@ -54,7 +54,7 @@ def part_sizes(config) -> dict[str, int]:
             "v": config.n_kv_heads * config.head_dim, "gate": config.d_ff, "up": config.d_ff}
 
 
-T = ("transpose",)
+CONV1D = ("transpose",)  # GPT-2's Conv1D keeps its matrices (in, out)
 
 
 def _rows(*specs) -> tuple[Row, ...]:
@@ -66,23 +66,23 @@ _GPT2_BIAS = dict(zero_if_absent=True)
 HF_GPT2 = NameTable(
     "Hugging Face GPT-2",
     _rows(
-        ("transformer.wte.weight", "tok_emb.weight", None, T),
+        ("transformer.wte.weight", "tok_emb.weight"),
         ("transformer.wpe.weight", "pos_emb.weight"),
         ("transformer.h.{i}.ln_1.weight", "blocks.{i}.attn_norm.weight"),
         Row("transformer.h.{i}.ln_1.bias", "blocks.{i}.attn_norm.bias", **_GPT2_BIAS),
-        ("transformer.h.{i}.attn.c_attn.weight", "blocks.{i}.attn.qkv.weight"),
+        ("transformer.h.{i}.attn.c_attn.weight", "blocks.{i}.attn.qkv.weight", None, CONV1D),
         Row("transformer.h.{i}.attn.c_attn.bias", "blocks.{i}.attn.qkv.bias", **_GPT2_BIAS),
-        ("transformer.h.{i}.attn.c_proj.weight", "blocks.{i}.attn.out.weight"),
+        ("transformer.h.{i}.attn.c_proj.weight", "blocks.{i}.attn.out.weight", None, CONV1D),
         Row("transformer.h.{i}.attn.c_proj.bias", "blocks.{i}.attn.out.bias", **_GPT2_BIAS),
         ("transformer.h.{i}.ln_2.weight", "blocks.{i}.mlp_norm.weight"),
         Row("transformer.h.{i}.ln_2.bias", "blocks.{i}.mlp_norm.bias", **_GPT2_BIAS),
-        ("transformer.h.{i}.mlp.c_fc.weight", "blocks.{i}.mlp.up.weight"),
+        ("transformer.h.{i}.mlp.c_fc.weight", "blocks.{i}.mlp.up.weight", None, CONV1D),
         Row("transformer.h.{i}.mlp.c_fc.bias", "blocks.{i}.mlp.up.bias", **_GPT2_BIAS),
-        ("transformer.h.{i}.mlp.c_proj.weight", "blocks.{i}.mlp.down.weight"),
+        ("transformer.h.{i}.mlp.c_proj.weight", "blocks.{i}.mlp.down.weight", None, CONV1D),
         Row("transformer.h.{i}.mlp.c_proj.bias", "blocks.{i}.mlp.down.bias", **_GPT2_BIAS),
         ("transformer.ln_f.weight", "final_norm.weight"),
         Row("transformer.ln_f.bias", "final_norm.bias", **_GPT2_BIAS),
-        ("lm_head.weight", "lm_head.weight", None, T),
+        ("lm_head.weight", "lm_head.weight"),
     ),
     ignore=(r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias",),
     optional_prefix="transformer.",
@@ -92,48 +92,48 @@ HF_GPT2 = NameTable(
 HF_LLAMA = NameTable(
     "Hugging Face Llama/Mistral/Qwen2",
     _rows(
-        ("model.embed_tokens.weight", "tok_emb.weight", None, T),
+        ("model.embed_tokens.weight", "tok_emb.weight"),
         ("model.layers.{i}.input_layernorm.weight", "blocks.{i}.attn_norm.weight"),
-        ("model.layers.{i}.self_attn.q_proj.weight", "blocks.{i}.attn.qkv.weight", "q", T),
-        ("model.layers.{i}.self_attn.k_proj.weight", "blocks.{i}.attn.qkv.weight", "k", T),
-        ("model.layers.{i}.self_attn.v_proj.weight", "blocks.{i}.attn.qkv.weight", "v", T),
+        ("model.layers.{i}.self_attn.q_proj.weight", "blocks.{i}.attn.qkv.weight", "q"),
+        ("model.layers.{i}.self_attn.k_proj.weight", "blocks.{i}.attn.qkv.weight", "k"),
+        ("model.layers.{i}.self_attn.v_proj.weight", "blocks.{i}.attn.qkv.weight", "v"),
         ("model.layers.{i}.self_attn.q_proj.bias", "blocks.{i}.attn.qkv.bias", "q"),
         ("model.layers.{i}.self_attn.k_proj.bias", "blocks.{i}.attn.qkv.bias", "k"),
         ("model.layers.{i}.self_attn.v_proj.bias", "blocks.{i}.attn.qkv.bias", "v"),
-        ("model.layers.{i}.self_attn.o_proj.weight", "blocks.{i}.attn.out.weight", None, T),
+        ("model.layers.{i}.self_attn.o_proj.weight", "blocks.{i}.attn.out.weight"),
         ("model.layers.{i}.self_attn.o_proj.bias", "blocks.{i}.attn.out.bias"),
         ("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.mlp_norm.weight"),
-        ("model.layers.{i}.mlp.gate_proj.weight", "blocks.{i}.mlp.up.weight", "gate", T),
-        ("model.layers.{i}.mlp.up_proj.weight", "blocks.{i}.mlp.up.weight", "up", T),
-        ("model.layers.{i}.mlp.down_proj.weight", "blocks.{i}.mlp.down.weight", None, T),
+        ("model.layers.{i}.mlp.gate_proj.weight", "blocks.{i}.mlp.up.weight", "gate"),
+        ("model.layers.{i}.mlp.up_proj.weight", "blocks.{i}.mlp.up.weight", "up"),
+        ("model.layers.{i}.mlp.down_proj.weight", "blocks.{i}.mlp.down.weight"),
         ("model.layers.{i}.mlp.gate_proj.bias", "blocks.{i}.mlp.up.bias", "gate"),
         ("model.layers.{i}.mlp.up_proj.bias", "blocks.{i}.mlp.up.bias", "up"),
         ("model.layers.{i}.mlp.down_proj.bias", "blocks.{i}.mlp.down.bias"),
         ("model.norm.weight", "final_norm.weight"),
-        ("lm_head.weight", "lm_head.weight", None, T),
+        ("lm_head.weight", "lm_head.weight"),
     ),
     ignore=(r".*rotary_emb\.inv_freq",),
 )
 
 
 def _gguf_rows(q_order: tuple[str, ...], k_order: tuple[str, ...]) -> tuple[Row, ...]:
-    """llama.cpp stores matrices (out, in), as numpy shapes read them."""
+    """llama.cpp stores matrices (out, in), as numpy shapes read them: our layout."""
     return _rows(
-        ("token_embd.weight", "tok_emb.weight", None, T),
+        ("token_embd.weight", "tok_emb.weight"),
         ("blk.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),
-        ("blk.{i}.attn_q.weight", "blocks.{i}.attn.qkv.weight", "q", q_order + T),
-        ("blk.{i}.attn_k.weight", "blocks.{i}.attn.qkv.weight", "k", k_order + T),
-        ("blk.{i}.attn_v.weight", "blocks.{i}.attn.qkv.weight", "v", T),
+        ("blk.{i}.attn_q.weight", "blocks.{i}.attn.qkv.weight", "q", q_order),
+        ("blk.{i}.attn_k.weight", "blocks.{i}.attn.qkv.weight", "k", k_order),
+        ("blk.{i}.attn_v.weight", "blocks.{i}.attn.qkv.weight", "v"),
         ("blk.{i}.attn_q.bias", "blocks.{i}.attn.qkv.bias", "q", q_order),
         ("blk.{i}.attn_k.bias", "blocks.{i}.attn.qkv.bias", "k", k_order),
         ("blk.{i}.attn_v.bias", "blocks.{i}.attn.qkv.bias", "v"),
-        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight", None, T),
+        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight"),
         ("blk.{i}.ffn_norm.weight", "blocks.{i}.mlp_norm.weight"),
-        ("blk.{i}.ffn_gate.weight", "blocks.{i}.mlp.up.weight", "gate", T),
-        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight", "up", T),
-        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight", None, T),
+        ("blk.{i}.ffn_gate.weight", "blocks.{i}.mlp.up.weight", "gate"),
+        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight", "up"),
+        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight"),
         ("output_norm.weight", "final_norm.weight"),
-        ("output.weight", "lm_head.weight", None, T),
+        ("output.weight", "lm_head.weight"),
     )
 
 
@@ -144,22 +144,22 @@ GGUF_QWEN2 = NameTable("GGUF qwen2", _gguf_rows((), ()))
 GGUF_GPT2 = NameTable(
     "GGUF gpt2",
     _rows(
-        ("token_embd.weight", "tok_emb.weight", None, T),
+        ("token_embd.weight", "tok_emb.weight"),
         ("position_embd.weight", "pos_emb.weight"),
         ("blk.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),
         ("blk.{i}.attn_norm.bias", "blocks.{i}.attn_norm.bias"),
-        ("blk.{i}.attn_qkv.weight", "blocks.{i}.attn.qkv.weight", None, T),
+        ("blk.{i}.attn_qkv.weight", "blocks.{i}.attn.qkv.weight"),
         ("blk.{i}.attn_qkv.bias", "blocks.{i}.attn.qkv.bias"),
-        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight", None, T),
+        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight"),
         ("blk.{i}.attn_output.bias", "blocks.{i}.attn.out.bias"),
         ("blk.{i}.ffn_norm.weight", "blocks.{i}.mlp_norm.weight"),
         ("blk.{i}.ffn_norm.bias", "blocks.{i}.mlp_norm.bias"),
-        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight", None, T),
+        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight"),
         ("blk.{i}.ffn_up.bias", "blocks.{i}.mlp.up.bias"),
-        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight", None, T),
+        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight"),
         ("blk.{i}.ffn_down.bias", "blocks.{i}.mlp.down.bias"),
         ("output_norm.weight", "final_norm.weight"),
         ("output_norm.bias", "final_norm.bias"),
-        ("output.weight", "lm_head.weight", None, T),
+        ("output.weight", "lm_head.weight"),
     ),
 )

@@ -7,7 +7,7 @@ is an error that names it; so is a shape that does not match the model.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -74,15 +74,17 @@ def count_layers(table: NameTable, source_names: Iterable[str]) -> int:
 
 
 def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read: Callable[[str], torch.Tensor],
-            expected: dict[str, tuple[int, ...]], dtype: torch.dtype, origin: str) -> dict[str, torch.Tensor]:
-    """Translate every source tensor to our names; `expected` maps our names to shapes.
+            expected: dict[str, tuple[int, ...]], dtype: torch.dtype,
+            origin: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Translate every source tensor to our names; `expected` maps our names to shapes. Yields
+    (our name, tensor) as each is complete, then fails if a tensor was unexpected or missing.
 
-    `read(name)` loads one source tensor, so only one tensor (plus the parts of one fused tensor)
-    is held beyond the result at any time.
+    `read(name)` loads one source tensor, so a consumer that takes each yielded tensor in (the
+    loader) holds only one tensor, plus the parts of one fused tensor, beyond the model.
     """
     rows = table.expand(config.n_layers)
     parts: dict[str, dict[str | None, torch.Tensor]] = {}
-    state: dict[str, torch.Tensor] = {}
+    done: set[str] = set()
     unexpected = []
     for name in source_names:
         key = name if name in rows else table.optional_prefix + name
@@ -111,7 +113,7 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
         order = FUSED_PARTS[_fused_key(row.target)] if row.part is not None else (None,)
         if all(p in got for p in order):
             try:
-                tensor = got[None] if row.part is None else torch.cat([got[p] for p in order], dim=-1)
+                tensor = got[None] if row.part is None else torch.cat([got[p] for p in order], dim=0)
             except RuntimeError:
                 shapes = ", ".join(f"{p}: {tuple(got[p].shape)}" for p in order)
                 raise FormatError(f"{origin}: the parts of {row.target} do not fit together ({shapes})") from None
@@ -119,23 +121,23 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
             if tuple(tensor.shape) != tuple(expected[row.target]):
                 raise FormatError(f"{origin}: tensor for {row.target} has shape {tuple(tensor.shape)}, "
                                   f"the config says {tuple(expected[row.target])}")
-            state[row.target] = tensor
+            done.add(row.target)
+            yield row.target, tensor
     if unexpected:
         raise FormatError(f"{origin}: unexpected tensor(s) for this {table.name} model: "
                           f"{_names(unexpected)}")
     missing = [f"{target} (part {', '.join(p for p in FUSED_PARTS[_fused_key(target)] if p not in got)})"
                for target, got in parts.items()]
-    missing += [target for target in expected if target not in state and target not in parts]
+    missing += [target for target in expected if target not in done and target not in parts]
     if missing:
         sources = {row.target: src for src, row in rows.items()}
         named = [f"{m} (from {sources.get(m.split(' ')[0], '?')})" for m in missing]
         raise FormatError(f"{origin}: missing tensor(s): {_names(named)}")
-    return state
 
 
 def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our state dict -> the table's source names (for export). Fused tensors are split back (by
-    output columns), and layouts that always carry a bias get zeros where our model has none."""
+    output rows), and layouts that always carry a bias get zeros where our model has none."""
     sizes = part_sizes(config)
     out = {}
     for source, row in table.expand(config.n_layers).items():
@@ -143,12 +145,12 @@ def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) 
         if tensor is None:
             if row.zero_if_absent:
                 weight = state[row.target.rsplit(".", 1)[0] + ".weight"]
-                out[source] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
+                out[source] = torch.zeros(weight.shape[0], dtype=weight.dtype)
             continue  # an optional tensor (a bias we do not have, a tied head)
         if row.part is not None:
             order = FUSED_PARTS[_fused_key(row.target)]
             start = sum(sizes[p] for p in order[: order.index(row.part)])
-            tensor = tensor[..., start:start + sizes[row.part]]
+            tensor = tensor[start:start + sizes[row.part]]
         out[source] = _transform(tensor, row.transform, config, inverse=True).contiguous()
     return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import LucidError
+from .errors import LucidError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w.-]+\.gguf)?$")
 ALLOW = ["*.json", "*.safetensors", "*.jinja", "*.tiktoken"]

@@ -1,0 +1,95 @@
+"""What is this path? One answer for every reader of files.
+
+`locate(path)` says whether a path is a GGUF file, a Hugging Face model folder, a lucidlm checkpoint,
+a training run, or a tokenizer on its own (our JSON file, a tokenizer.json, a tiktoken rank file, or
+a folder holding one); a hub id is downloaded first. Model loading (weights/sources.py) and
+tokenizer loading (tokenizer/files.py) each keep a table from kind to reader, so a new format is
+one rule here and one entry there.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FormatError
+from .files import read_json
+from .hub import download, looks_like_hub_id
+
+CHECKPOINT_FILE = "lucidlm.json"  # our model checkpoint (weights/checkpoint.py)
+RUN_FILE = "run.json"  # a training run folder (train/run_folder.py)
+TOKENIZER_FILE = "lucidlm-tokenizer.json"  # our tokenizer (tokenizer/files.py)
+HF_CONFIG_FILE = "config.json"
+HF_TOKENIZER_FILE = "tokenizer.json"
+
+MODEL_KINDS = ("gguf", "hf-folder", "checkpoint", "run")
+TOKENIZER_KINDS = ("ours", "tokenizer-json", "tiktoken")
+
+# A folder is the first of these whose marker file it holds (a run folder also holds our tokenizer;
+# an exported Hugging Face folder also holds ours).
+FOLDER_MARKERS = (("run", RUN_FILE), ("checkpoint", CHECKPOINT_FILE), ("hf-folder", HF_CONFIG_FILE))
+
+
+@dataclass(frozen=True)
+class Location:
+    kind: str  # one of MODEL_KINDS or TOKENIZER_KINDS
+    path: Path  # the folder or file to read
+
+    @property
+    def is_model(self) -> bool:
+        return self.kind in MODEL_KINDS
+
+
+def locate(path: str | os.PathLike) -> Location:
+    path = Path(path)
+    if not path.exists():
+        if looks_like_hub_id(str(path)):
+            return locate(download(str(path)))
+        raise FormatError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _locate_folder(path)
+    return _locate_file(path)
+
+
+def _locate_folder(folder: Path) -> Location:
+    for kind, marker in FOLDER_MARKERS:
+        if (folder / marker).exists():
+            return Location(kind, folder)
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return Location("gguf", ggufs[0])
+    if (folder / TOKENIZER_FILE).exists():
+        return Location("ours", folder / TOKENIZER_FILE)
+    if (folder / HF_TOKENIZER_FILE).exists():
+        return Location("tokenizer-json", folder / HF_TOKENIZER_FILE)
+    tiktokens = sorted(folder.glob("*.tiktoken"))
+    if tiktokens:
+        return Location("tiktoken", tiktokens[0])
+    raise FormatError(f"{folder}: not a model folder (no {HF_CONFIG_FILE}, {CHECKPOINT_FILE} or single *.gguf) "
+                      f"and no tokenizer ({TOKENIZER_FILE}, {HF_TOKENIZER_FILE}, *.tiktoken)")
+
+
+def _locate_file(path: Path) -> Location:
+    head = _head(path)
+    if path.suffix == ".gguf" or head.startswith(b"GGUF"):
+        return Location("gguf", path)
+    if path.suffix == ".tiktoken":
+        return Location("tiktoken", path)
+    if path.suffix == ".json":
+        data = read_json(path)
+        return Location("ours" if str(data.get("format", "")).startswith("lucidlm.") else "tokenizer-json", path)
+    # tiktoken files are also shipped without a suffix (e.g. gpt2.tiktoken copies): sniff one line
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").split()
+    if len(first) == 2 and first[1].isdigit():
+        return Location("tiktoken", path)
+    raise FormatError(f"{path}: not a model lucidlm can load (a GGUF file or a model folder), nor a tokenizer "
+                      f"file (tokenizer.json, *.tiktoken, {TOKENIZER_FILE})")
+
+
+def _head(path: Path, size: int = 200) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None

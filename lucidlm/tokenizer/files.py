@@ -1,0 +1,366 @@
+"""Tokenizer files: every format read into our dict format, and written from a tokenizer.
+
+Reading: our JSON file, Hugging Face tokenizer.json (with tokenizer_config.json and
+chat_template.jinja beside it), tiktoken rank files and GGUF metadata all become the dict that
+`Tokenizer.from_dict` / `CharTokenizer.from_dict` take (our format, below). Which reader applies is
+decided by `locate` (lucidlm/locate.py), the one place that tells what a path is.
+
+Our format (lucidlm-tokenizer.json) keeps the merges as the source of truth: the base tokens (the
+256 bytes and any token no merge makes), the merges [a, b, new] in rank order and the special
+tokens rebuild every token's bytes. A merge may also be [a, b] when the base tokens list every
+token (what the readers of other formats produce, in memory). A lucidlm-tokenizer.vocab file
+beside it shows each token for people and is never read back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import regex
+
+from ..errors import FormatError
+from ..files import read_json, write_atomic
+from ..gguf_file import read_metadata
+from ..locate import TOKENIZER_FILE, Location, locate
+from .byte_unicode import bytes_to_text, text_to_bytes
+from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
+
+OUR_FILE = TOKENIZER_FILE
+OUR_VOCAB_FILE = "lucidlm-tokenizer.vocab"
+FORMAT_VERSION = 1
+BPE_FORMAT, CHAR_FORMAT = "lucidlm.bpe", "lucidlm.char"
+
+
+# --- reading: any location -> our dict --------------------------------------------------------------
+
+def read_tokenizer_data(path: str | os.PathLike | Location, required: bool = True,
+                        **options: Any) -> dict[str, Any] | None:
+    """Our-format dict of the tokenizer at `path` (a file, a folder, a model, a hub id). Options
+    fill in what a format does not store (tiktoken: pattern, special_tokens, eos_token; GGUF:
+    pre_tokenizer). required=False: None when a model comes without a tokenizer."""
+    location = path if isinstance(path, Location) else locate(path)
+    data = READERS[location.kind](location.path, **options)
+    if data is None and required:
+        raise FormatError(f"{location.path}: has no tokenizer (looked for {OUR_FILE}, tokenizer.json, "
+                          f"GGUF tokenizer metadata)")
+    return data
+
+
+def _read_from_folder(folder: Path, **options: Any) -> dict[str, Any] | None:
+    """A model folder: our tokenizer if it has one (a run, a checkpoint, an export), else tokenizer.json."""
+    if (folder / OUR_FILE).exists():
+        return read_ours(folder / OUR_FILE)
+    if (folder / "tokenizer.json").exists():
+        return read_tokenizer_json(folder / "tokenizer.json")
+    return None
+
+
+def _read_gguf(path: Path, **options: Any) -> dict[str, Any] | None:
+    meta = read_metadata(path)
+    if "tokenizer.ggml.model" not in meta:
+        raise FormatError(f"{path}: the GGUF file has no tokenizer (no tokenizer.ggml.model)")
+    return gguf_tokenizer_data(meta, str(path), **options)
+
+
+def read_ours(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
+    path = Path(path)
+    data = read_json(path)
+    if data.get("format") not in (BPE_FORMAT, CHAR_FORMAT):
+        raise FormatError(f"{path}: unknown tokenizer kind {data.get('format')!r}")
+    if data.get("version") != FORMAT_VERSION:
+        raise FormatError(f"{path}: unsupported tokenizer format version {data.get('version')!r}")
+    return {**data, "origin": str(path)}
+
+
+def bpe_data(vocab: list[bytes], merges: list[tuple[int, int]], pre_tokenizer: PreTokenizer,
+             special_tokens: dict[str, int], origin: str, merge_rule: str = "merges",
+             **fields: Any) -> dict[str, Any]:
+    """Our dict from a vocabulary (id -> bytes; a special token: its UTF-8 text) and merge pairs in
+    rank order, with every token's bytes listed (what a reader makes: quick to build and to read)."""
+    special_ids = set(special_tokens.values())
+    return {"format": BPE_FORMAT, "version": FORMAT_VERSION, "origin": origin, "vocab_size": len(vocab),
+            "pre_tokenizer": pre_tokenizer.to_dict(), "merge_rule": merge_rule,
+            "base_tokens": {str(i): t.hex() for i, t in enumerate(vocab) if i not in special_ids},
+            "merges": [list(pair) for pair in merges], "special_tokens": dict(special_tokens), **fields}
+
+
+def made_by_merges(triples: list[tuple[int, int, int]]) -> set[int]:
+    """The tokens whose bytes a file may leave out: each is made by its first merge, whose parts
+    exist by then (some real vocabularies merge tokens that a later merge makes; those are kept)."""
+    first = {new: n for n, (_, _, new) in reversed(list(enumerate(triples)))}  # token -> its first merge
+    return {new for n, (a, b, new) in enumerate(triples)
+            if first[new] == n and first.get(a, -1) < n and first.get(b, -1) < n}
+
+
+# --- Hugging Face tokenizer.json -------------------------------------------------------------------
+
+def _pre_tokenizer_from_hf(spec: dict[str, Any] | None, origin: str) -> PreTokenizer:
+    if spec is None:
+        raise FormatError(f"{origin}: byte-level BPE without a pre-tokenizer is not supported")
+    steps: list[str] = []
+    byte_level = False
+    for item in spec.get("pretokenizers", []) if spec.get("type") == "Sequence" else [spec]:
+        kind = item.get("type")
+        if kind == "ByteLevel":
+            if item.get("add_prefix_space"):
+                raise FormatError(f"{origin}: ByteLevel add_prefix_space=true is not supported")
+            if item.get("use_regex", True):
+                steps.append(GPT2_PATTERN)
+            byte_level = True
+        elif kind == "Digits":
+            steps.append(SINGLE_DIGIT if item.get("individual_digits") else r"\p{N}+")
+        elif kind == "Split":
+            pattern = item.get("pattern", {})
+            if item.get("behavior") != "Isolated" or item.get("invert"):
+                raise FormatError(f"{origin}: Split with behavior {item.get('behavior')!r}"
+                                  f"{' inverted' if item.get('invert') else ''} is not supported")
+            if "Regex" in pattern:
+                steps.append(pattern["Regex"])
+            elif "String" in pattern:
+                steps.append(regex.escape(pattern["String"]))
+            else:
+                raise FormatError(f"{origin}: Split without a pattern")
+        else:
+            raise FormatError(f"{origin}: unsupported pre-tokenizer {kind!r}")
+    if not byte_level:
+        raise FormatError(f"{origin}: not a byte-level tokenizer (no ByteLevel pre-tokenizer)")
+    known = {steps_: name for name, steps_ in NAMED.items()}
+    return PreTokenizer(steps, known.get(tuple(steps)))
+
+
+def _token_text(value: Any) -> str | None:
+    """tokenizer_config.json stores a special token as a string or as {"content": ...}."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def read_tokenizer_json(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
+    path = Path(path)
+    origin = str(path)
+    data = read_json(path)
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise FormatError(f"{origin}: no 'model' section; not a tokenizer.json")
+    if model.get("type") != "BPE":
+        raise FormatError(f"{origin}: unsupported tokenizer kind {model.get('type')!r} (only byte-level BPE)")
+    if model.get("byte_fallback"):
+        raise FormatError(f"{origin}: byte-fallback (SentencePiece-style) BPE is not supported")
+    if data.get("normalizer") is not None:
+        raise FormatError(f"{origin}: tokenizers with a normalizer are not supported")
+    pre = _pre_tokenizer_from_hf(data.get("pre_tokenizer"), origin)
+    try:
+        vocab_map: dict[str, int] = model["vocab"]
+        added = {t["content"]: int(t["id"]) for t in data.get("added_tokens", [])}
+        size = max([*vocab_map.values(), *added.values()]) + 1
+        vocab: list[bytes | None] = [None] * size
+        for text, i in vocab_map.items():
+            vocab[i] = text_to_bytes(text) if text not in added else text.encode("utf-8")
+            if vocab[i] is None:
+                raise FormatError(f"{origin}: vocabulary entry {text!r} is not byte-level text")
+        for text, i in added.items():
+            vocab[i] = text.encode("utf-8")
+        holes = [i for i, t in enumerate(vocab) if t is None]
+        if holes:
+            raise FormatError(f"{origin}: the vocabulary has no token for ids {holes[:5]}")
+        merges = []
+        for n, merge in enumerate(model.get("merges", [])):
+            a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+            if a not in vocab_map or b not in vocab_map:
+                raise FormatError(f"{origin}: merge #{n} ({a!r}, {b!r}) uses a token not in the vocabulary")
+            merges.append((vocab_map[a], vocab_map[b]))
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{origin}: malformed tokenizer.json ({type(exc).__name__}: {exc})") from None
+
+    config = {}
+    if (path.parent / "tokenizer_config.json").exists():
+        config = read_json(path.parent / "tokenizer_config.json")
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    if (path.parent / "chat_template.jinja").exists():
+        template = (path.parent / "chat_template.jinja").read_text(encoding="utf-8")
+    add_bos = bool(config.get("add_bos_token", False))
+    post = data.get("post_processor") or {}
+    for step in post.get("processors", [post]) if post.get("type") == "Sequence" else [post]:
+        if step.get("type") == "TemplateProcessing":
+            first = (step.get("single") or [{}])[0]
+            add_bos = add_bos or "SpecialToken" in first
+    return bpe_data(vocab, merges, pre, added, origin, ignore_merges=bool(model.get("ignore_merges", False)),
+                    bos_token=_token_text(config.get("bos_token")), eos_token=_token_text(config.get("eos_token")),
+                    pad_token=_token_text(config.get("pad_token")), unk_token=_token_text(config.get("unk_token")),
+                    add_bos_token=add_bos, chat_template=template)
+
+
+# --- tiktoken rank files ---------------------------------------------------------------------------
+
+def read_tiktoken(path: str | os.PathLike, pattern: str = "gpt2", special_tokens: dict[str, int] | None = None,
+                  eos_token: str | None = None, **_: Any) -> dict[str, Any]:
+    """A tiktoken rank file holds only the ordinary tokens; the pattern and the special tokens are
+    not in it. Defaults follow tiktoken's GPT-2 encoding: GPT-2's pattern and <|endoftext|> as the
+    id after the last rank. Every token is a base token: under the "ranks" rule a pair merges when
+    the bytes it makes are a token, so no merge list is needed."""
+    path = Path(path)
+    ranks: dict[int, bytes] = {}
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                token, rank = line.split()
+                ranks[int(rank)] = base64.b64decode(token, validate=True)
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
+    except (ValueError, binascii.Error):
+        raise FormatError(f"{path}: line {n} is not '<base64 token> <rank>'") from None
+    if not ranks:
+        raise FormatError(f"{path}: empty tiktoken file")
+    if special_tokens is None:
+        special_tokens = {"<|endoftext|>": max(ranks) + 1}
+        eos_token = eos_token or "<|endoftext|>"
+    size = max([*ranks, *special_tokens.values()]) + 1
+    vocab: list[bytes | None] = [None] * size
+    for rank, token in ranks.items():
+        vocab[rank] = token
+    for text, i in special_tokens.items():
+        if vocab[i] is not None:
+            raise FormatError(f"{path}: special token {text!r} id {i} collides with a rank")
+        vocab[i] = text.encode("utf-8")
+    holes = [i for i, t in enumerate(vocab) if t is None]
+    if holes:
+        raise FormatError(f"{path}: ranks are not contiguous (missing {holes[:5]})")
+    return bpe_data(vocab, [], PreTokenizer.named(pattern), special_tokens, str(path), merge_rule="ranks",
+                    eos_token=eos_token)
+
+
+# --- GGUF metadata ---------------------------------------------------------------------------------
+
+TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
+
+
+def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | None = None,
+                        **_: Any) -> dict[str, Any]:
+    kind = meta.get("tokenizer.ggml.model")
+    if kind is None:
+        raise FormatError(f"{origin}: the GGUF file has no tokenizer (no tokenizer.ggml.model)")
+    if kind != "gpt2":
+        raise FormatError(f"{origin}: unsupported tokenizer kind {kind!r} (only byte-level BPE, 'gpt2')")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    merges_text = meta.get("tokenizer.ggml.merges")
+    if not isinstance(tokens, list) or not isinstance(merges_text, list):
+        raise FormatError(f"{origin}: the GGUF tokenizer lacks tokenizer.ggml.tokens or tokenizer.ggml.merges")
+    pre_name = pre_tokenizer or meta.get("tokenizer.ggml.pre")
+    if pre_name is None:
+        raise FormatError(f"{origin}: the GGUF file does not name its pre-tokenizer (tokenizer.ggml.pre); "
+                          f"pass pre_tokenizer=")
+    pre = PreTokenizer.named(pre_name)
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if len(types) != len(tokens):
+        raise FormatError(f"{origin}: {len(tokens)} tokens but {len(types)} token types")
+    specials, vocab, ids = {}, [], {}
+    for i, (text, kind_) in enumerate(zip(tokens, types)):
+        if kind_ in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED):
+            specials[text] = i
+            vocab.append(text.encode("utf-8"))
+        else:
+            data = text_to_bytes(text)
+            if data is None:
+                raise FormatError(f"{origin}: token {i} {text!r} is not byte-level text")
+            vocab.append(data)
+        ids.setdefault(text, i)
+    merges = []
+    for n, merge in enumerate(merges_text):
+        parts = merge.split(" ")
+        if len(parts) != 2 or parts[0] not in ids or parts[1] not in ids:
+            raise FormatError(f"{origin}: merge #{n} {merge!r} uses a token not in the vocabulary")
+        merges.append((ids[parts[0]], ids[parts[1]]))
+
+    def token(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+
+    return bpe_data(vocab, merges, pre, specials, origin, bos_token=token("bos"), eos_token=token("eos"),
+                    pad_token=token("padding"), unk_token=token("unknown"),
+                    add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+                    chat_template=meta.get("tokenizer.chat_template"))
+
+
+# kind (from locate) -> reader(path, **options) -> our dict, or None for a model without a tokenizer
+READERS: dict[str, Callable[..., dict[str, Any] | None]] = {
+    "ours": read_ours,
+    "tokenizer-json": read_tokenizer_json,
+    "tiktoken": read_tiktoken,
+    "gguf": _read_gguf,
+    "hf-folder": _read_from_folder,
+    "checkpoint": _read_from_folder,
+    "run": _read_from_folder,
+}
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+def write_ours(tok, directory: str | os.PathLike) -> None:
+    """lucidlm-tokenizer.json (tok.to_dict()) and, for a BPE, the vocabulary listing beside it: each
+    token's id, text and origin (special, the two tokens its merge joins, or base)."""
+    directory = Path(directory)
+    data = tok.to_dict()
+    write_atomic(directory / OUR_FILE, json.dumps(data, ensure_ascii=False, indent=1 if data["format"] == CHAR_FORMAT
+                                                   else None))
+    if data["format"] == BPE_FORMAT:
+        origin = {new: (a, b) for a, b, new in data["merges"]}
+        lines = []
+        for i, token in enumerate(tok.vocab):
+            shown = repr(token.decode("utf-8", errors="backslashreplace"))[1:-1]
+            note = "special" if tok.is_special(i) else (f"{origin[i][0]} + {origin[i][1]}" if i in origin else "base")
+            lines.append(f"{i}\t{shown}\t{note}")
+        write_atomic(directory / OUR_VOCAB_FILE, "\n".join(lines) + "\n")
+
+
+def write_tokenizer_json(tok, path: str | os.PathLike) -> None:
+    """Write tokenizer.json (and tokenizer_config.json beside it) that `tokenizers` and
+    transformers load with the same ids as ours."""
+    path = Path(path)
+    vocab = {}
+    for i, token in enumerate(tok.vocab):
+        text = token.decode("utf-8") if tok.is_special(i) else bytes_to_text(token)
+        vocab.setdefault(text, i)
+    merges = [[bytes_to_text(tok.vocab[a]), bytes_to_text(tok.vocab[b])] for a, b, _ in tok.merge_triples()]
+    steps = [{"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": False}
+             for p in tok.pre_tokenizer.steps]
+    data = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for text, i in sorted(tok.special_tokens.items(),
+                                                                                       key=lambda kv: kv[1])],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": steps + [
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": tok.ignore_merges, "vocab": vocab, "merges": merges},
+    }
+    write_atomic(path, json.dumps(data, ensure_ascii=False))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": tok.add_bos_token,
+              "model_max_length": 1 << 30}
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        if getattr(tok, name):
+            config[name] = getattr(tok, name)
+    if tok.chat_template:
+        config["chat_template"] = tok.chat_template
+    write_atomic(path.parent / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
+
+
+def write_tiktoken(tok, path: str | os.PathLike) -> None:
+    lines = [f"{base64.b64encode(token).decode('ascii')} {i}" for i, token in enumerate(tok.vocab)
+             if not tok.is_special(i)]
+    write_atomic(Path(path), "\n".join(lines) + "\n")

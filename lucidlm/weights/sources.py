@@ -1,0 +1,203 @@
+"""Model sources: one class per kind of model on disk, picked by `locate` (lucidlm/locate.py).
+
+A source gives the Config (from the file's own metadata), its tensors under the file's own names,
+the name table that translates them to ours (None: they are ours already), its tokenizer and a
+description for `lucidlm info`. `load`, `info` and the trainer's resume all go through
+`open_source`; a new kind of file is one class and one SOURCES entry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..errors import FormatError
+from ..files import read_json
+from ..gguf_file import GGUFFile
+from ..locate import CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, locate
+from ..tokenizer import tokenizer_from_dict
+from ..tokenizer.files import gguf_tokenizer_data, read_tokenizer_data
+from .checkpoint import FORMAT, VERSION
+from .gguf_model import config_from_gguf, gguf_table
+from .hf_config import HF_FAMILIES, config_from_hf
+from .hf_folder import SafetensorsSource, eos_ids_from
+from .name_tables import NameTable
+
+
+class Source:
+    """A model on disk. Use as a context manager: tensors are read lazily from open files."""
+
+    kind = ""
+    config: Config
+    table: NameTable | None = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def read(self, name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tokenizer(self):
+        """The tokenizer that came with the model, or None."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, str]:
+        """architecture, name and how the weights are stored, for `lucidlm info`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class GGUFSource(Source):
+    kind = "gguf"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gguf = GGUFFile(path)
+        try:
+            self.config = config_from_gguf(self.gguf)
+            self.architecture, self.table = gguf_table(self.gguf.metadata, str(path))
+        except BaseException:
+            self.gguf.close()
+            raise
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.gguf.tensors)
+
+    def read(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.gguf.read(name))
+
+    def tokenizer(self):
+        if "tokenizer.ggml.model" not in self.gguf.metadata:
+            return None
+        return tokenizer_from_dict(gguf_tokenizer_data(self.gguf.metadata, str(self.path)))
+
+    def describe(self) -> dict[str, str]:
+        types = Counter(t.type_name for t in self.gguf.tensors.values())
+        return {"architecture": f"{self.architecture} (GGUF v{self.gguf.version})",
+                "name": str(self.gguf.metadata.get("general.name") or "-"),
+                "stored as": ", ".join(f"{t} x{n}" for t, n in types.most_common())}
+
+    def close(self) -> None:
+        self.gguf.close()
+
+
+class SafetensorsFolder(Source):
+    """A folder of safetensors weights, opened on first use (`lucidlm info` never opens them)."""
+
+    _weights: SafetensorsSource | None = None
+
+    @property
+    def weights(self) -> SafetensorsSource:
+        if self._weights is None:
+            self._weights = SafetensorsSource(self.path)
+        return self._weights
+
+    @property
+    def names(self) -> list[str]:
+        return self.weights.names
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.weights.read(name)
+
+    def close(self) -> None:
+        if self._weights is not None:
+            self._weights.__exit__()
+
+    def _tokenizer_with(self, eos_ids):
+        data = read_tokenizer_data(Location(self.kind, self.path), required=False)
+        if data is None:
+            return None
+        tokenizer = tokenizer_from_dict(data)
+        tokenizer.add_eos_token_ids(eos_ids)
+        return tokenizer
+
+
+class HFFolderSource(SafetensorsFolder):
+    kind = "hf-folder"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.data = read_json(path / HF_CONFIG_FILE)
+        self.config, self.family = config_from_hf(self.data, str(path))
+        self.table = HF_FAMILIES[self.family].table
+
+    def tokenizer(self):
+        return self._tokenizer_with(eos_ids_from(self.path))
+
+    def describe(self) -> dict[str, str]:
+        dtype = self.data.get("torch_dtype") or self.data.get("dtype") or "unknown dtype"
+        return {"architecture": f"{self.family} (Hugging Face)",
+                "name": str(self.data.get("_name_or_path") or self.path.name), "stored as": f"safetensors, {dtype}"}
+
+
+# Checkpoints of version 1 stored every matrix of a linear layer, the token embedding and the LM
+# head transposed, (in, out); version 2 stores the standard (out, in) of every file format.
+VERSION_1_TRANSPOSED = re.compile(r"(tok_emb|lm_head|.*\.(qkv|out|up|down))\.weight")
+
+
+class CheckpointSource(SafetensorsFolder):
+    kind = "checkpoint"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.info = read_json(path / CHECKPOINT_FILE)
+        self.version = self.info.get("version")
+        if self.info.get("format") != FORMAT or self.version not in (1, VERSION):
+            raise FormatError(f"{path / CHECKPOINT_FILE}: not a lucidlm checkpoint of version 1 or {VERSION}")
+        self.config = Config.from_dict(self.info.get("config") or {})
+
+    def read(self, name: str) -> torch.Tensor:
+        tensor = super().read(name)
+        if self.version == 1 and VERSION_1_TRANSPOSED.fullmatch(name) and tensor.dim() == 2:
+            return tensor.t()
+        return tensor
+
+    def tokenizer(self):
+        return self._tokenizer_with(self.info.get("eos_token_ids", []))
+
+    def describe(self) -> dict[str, str]:
+        return {"architecture": "lucidlm checkpoint", "name": self.path.name, "stored as": "safetensors"}
+
+
+def latest_checkpoint(run_folder: Path) -> Path:
+    """The checkpoint a run folder points to: its best one if it has one, else its latest."""
+    run = read_json(run_folder / RUN_FILE)
+    for key in ("best", "latest"):
+        if run.get(key) and (run_folder / run[key] / CHECKPOINT_FILE).exists():
+            return run_folder / run[key]
+    raise FormatError(f"{run_folder}: this training run has no checkpoint yet")
+
+
+SOURCES: dict[str, Any] = {
+    "gguf": GGUFSource,
+    "hf-folder": HFFolderSource,
+    "checkpoint": CheckpointSource,
+    "run": lambda folder: CheckpointSource(latest_checkpoint(folder)),
+}
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """The model at `path`: a GGUF file, a Hugging Face folder, a checkpoint, a run, or a hub id."""
+    location = locate(path)
+    if not location.is_model:
+        raise FormatError(f"{path}: this is a tokenizer, not a model (a GGUF file or a model folder)")
+    return SOURCES[location.kind](location.path)
