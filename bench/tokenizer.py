@@ -1,5 +1,6 @@
 """Tokenizer speed, one thread, same run: lucidlm against `tokenizers` (SmolLM2's tokenizer) and
-`tiktoken` (GPT-2), and BPE training against `tokenizers`' BpeTrainer. Prints one JSON line.
+`tiktoken` (GPT-2), one long piece of a repeated character (10k, 100k, 1M), and BPE training
+against `tokenizers`' BpeTrainer. Prints one JSON line.
 
 Encode throughput is in MB/s of UTF-8 input, as one call and line by line, with lucidlm's piece
 cache warm (the steady state of a long-running process). Training: a 4096-token vocabulary on
@@ -74,6 +75,30 @@ def gpt2_pair():
     return Tokenizer.from_file(path), reference
 
 
+def repeated_characters(ours, theirs) -> dict:
+    """One long piece (a run of one character, as in base64, '====' rules, minified code): seconds
+    to encode 10k, 100k and 1M of them, with lucidlm's piece cache cold. Linear growth means each
+    10x costs about 10x (the old quadratic merge took 60 s+ for 100k)."""
+    out = {}
+    for char in ("a", "="):
+        for n in (10_000, 100_000, 1_000_000):
+            text = char * n
+            ours._cache.clear()
+            start = time.perf_counter()
+            ids = ours.encode(text)
+            ours_s = time.perf_counter() - start
+            start = time.perf_counter()
+            expected = theirs.encode(text).ids
+            theirs_s = time.perf_counter() - start
+            assert ids == expected, (char, n)
+            key = f"repeat_{'a' if char == 'a' else 'equals'}_{n}"
+            out[f"{key}_lucidlm_s"], out[f"{key}_tokenizers_s"] = round(ours_s, 4), round(theirs_s, 4)
+        name = "a" if char == "a" else "equals"
+        out[f"repeat_{name}_growth_100k_to_1m"] = round(out[f"repeat_{name}_1000000_lucidlm_s"] /
+                                                       out[f"repeat_{name}_100000_lucidlm_s"], 1)
+    return out
+
+
 def training(text: str) -> dict:
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import models, pre_tokenizers, trainers
@@ -116,6 +141,7 @@ def main() -> None:
                                                         figures["smollm_tokenizers_lines"], 2)
         out[f"{name}_ratio_vs_tiktoken"] = round(figures["gpt2_lucidlm"] / figures["gpt2_tiktoken"], 2)
         out[f"{name}_ratio_vs_tiktoken_lines"] = round(figures["gpt2_lucidlm_lines"] / figures["gpt2_tiktoken_lines"], 2)
+    out.update(repeated_characters(ours, theirs))
     out.update(training(CORPORA["shakespeare"].read_text(encoding="utf-8")))
     print(json.dumps(out))
 

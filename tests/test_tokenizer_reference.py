@@ -119,3 +119,35 @@ def test_gpt2_matches_tiktoken_on_generated_text(gpt2, gpt2_tiktoken, text):
     ids = gpt2.encode(text)
     assert ids == gpt2_tiktoken.encode_ordinary(text)
     assert gpt2.decode(ids) == text
+
+
+LONG_PIECES = ["a" * 5000, "=" * 3001, "-" * 777, "ab" * 1500, " " * 2000 + "x", "0x" + "f" * 999,
+               "aGVsbG8gd29ybGQ" * 200, "é" * 1000, "🙂" * 300]
+
+
+def test_long_pieces_take_the_heap_and_match_both_oracles(smollm_tokenizer, smollm_oracle, gpt2, gpt2_tiktoken):
+    """A run of one character is one piece; the O(n log n) heap merges it exactly as the
+    quadratic rescan would, which is what `tokenizers` and tiktoken do."""
+    from lucidlm.tokenizer.bpe import HEAP_FROM
+
+    for text in LONG_PIECES:
+        assert len(text.encode("utf-8")) > HEAP_FROM
+        assert smollm_tokenizer.encode(text) == smollm_oracle.encode(text).ids, text[:20]
+        assert gpt2.encode(text) == gpt2_tiktoken.encode_ordinary(text), text[:20]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="ab=- \n0é", min_size=17, max_size=300))
+def test_heap_and_rescan_merge_every_piece_alike(smollm_tokenizer, text):
+    from lucidlm.tokenizer.bpe import merge_piece_heap
+
+    tok = smollm_tokenizer
+    ids = [tok.byte_ids[b] for b in text.encode("utf-8")]
+    rescanned = list(ids)
+    while True:  # the textbook loop: merge the lowest-ranked pair, the leftmost on ties
+        ranked = [(tok.ranks[p], i) for i, p in enumerate(zip(rescanned, rescanned[1:])) if p in tok.ranks]
+        if not ranked:
+            break
+        rank, i = min(ranked)
+        rescanned[i:i + 2] = [tok.merge_results[rank]]
+    assert merge_piece_heap(list(ids), tok.ranks, tok.merge_results) == rescanned
