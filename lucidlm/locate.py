@@ -71,6 +71,8 @@ def _locate_folder(folder: Path) -> Location:
 
 
 def _locate_file(path: Path) -> Location:
+    if path.name in (RUN_FILE, CHECKPOINT_FILE, HF_CONFIG_FILE):
+        return _locate_folder(path.parent)  # a model's own description file stands for its folder
     head = _head(path)
     if path.suffix == ".gguf" or head.startswith(b"GGUF"):
         return Location("gguf", path)

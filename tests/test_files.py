@@ -225,3 +225,10 @@ def test_a_tokenizer_is_not_a_model(tmp_path, shakespeare):
     with pytest.raises(FormatError, match="tokenizer, not a model"):
         lucidlm.load(tmp_path / "tok")
     assert lucidlm.Tokenizer.from_file(tmp_path / "tok").encode("To be") == tokenizer.encode("To be")
+
+
+def test_a_models_own_description_file_stands_for_its_folder(folder, tmp_path):
+    model, _ = lucidlm.load(folder / "config.json")
+    lucidlm.save(model, None, tmp_path / "ours")
+    again, _ = lucidlm.load(tmp_path / "ours" / "lucidlm.json")
+    assert again.config == model.config

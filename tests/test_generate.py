@@ -204,3 +204,25 @@ def test_batch_generate_collects_the_streamed_rows(model, tokenizer):
     assert batch_generate(model, tokenizer, prompts, settings=settings) == texts
     assert batch_generate(model, tokenizer, prompts, max_tokens=3) == [generate(model, tokenizer, p, max_tokens=3)
                                                                        for p in prompts]
+
+
+def test_a_batch_that_fills_the_context_shifts_every_row_it_can(tokenizer):
+    """overflow=shift in a batch: when the longest row fills the context, each row keeps the
+    newer half of it, and a row shorter than that half keeps all it has."""
+    from lucidlm import GenerationSettings, stream_batch_generate
+    from lucidlm.generation.engine import PromptCache
+
+    torch.manual_seed(0)
+    model = Transformer(Config(vocab_size=tokenizer.vocab_size, context_length=32, d_model=32, n_layers=2,
+                               n_heads=2)).eval()
+    cache = PromptCache(model, batch_size=2)
+    cache.prefill_rows([list(range(1, 26)), [7, 8, 9]])
+    for _ in range(7):
+        cache.step_rows([5, 6])
+    assert cache.room() == 0 and [len(r) for r in cache.rows] == [32, 10]
+    cache.shift([1, 2])
+    assert cache.rows[0] == ([*range(1, 26)] + [5] * 7)[-15:] + [1]
+    assert cache.rows[1] == [7, 8, 9] + [6] * 7 + [2]
+    responses = list(stream_batch_generate(model, tokenizer, [[1] * 25, [2] * 3],
+                                           GenerationSettings(max_tokens=20, overflow="shift")))
+    assert [sum(r.row == row for r in responses) for row in (0, 1)] == [20, 20]

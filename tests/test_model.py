@@ -238,3 +238,27 @@ def test_training_under_cpu_bfloat16_autocast_takes_the_plain_path_with_the_same
     assert torch.isfinite(rounded).all()
     cosine = torch.nn.functional.cosine_similarity(exact, rounded, dim=0)
     assert cosine > 0.99, cosine
+
+
+def test_an_lm_head_with_a_bias_tied_or_not():
+    from lucidlm.model import LMHead, TokenEmbedding
+
+    torch.manual_seed(0)
+    embedding = TokenEmbedding(7, 4)
+    torch.nn.init.normal_(embedding.weight_t)
+    x = torch.randn(2, 3, 4)
+    for tied in (True, False):
+        head = LMHead(4, 7, bias=True, tied_to=embedding if tied else None)
+        if not tied:
+            torch.nn.init.normal_(head.weight_t)
+        torch.nn.init.normal_(head.bias)
+        torch.testing.assert_close(head(x), x @ head.weight.T + head.bias)
+        assert sorted(head.state_dict()) == (["bias"] if tied else ["bias", "weight"])
+        before = head(x)
+        if tied:
+            embedding.resize(9)
+        head.resize(9)
+        after = head(x)
+        assert after.shape == (2, 3, 9)
+        torch.testing.assert_close(after[..., :7], before)
+        torch.testing.assert_close(head.bias[7:], head.bias[:7].mean().expand(2))

@@ -115,7 +115,7 @@ def test_only_the_chosen_layers_record_and_the_model_is_left_as_it_was(monkeypat
     assert set(p.attention) == {1} and p.hidden == [] and p.q == {}
     assert calls == []  # every layer kept the fused kernel for its output
     torch.testing.assert_close(during, before)
-    assert all(block.attn.recorder is None for block in model.blocks)
+    assert all(block.attn.recorders == [] for block in model.blocks)
     model(torch.tensor([[1, 2, 3]]))
     assert len(p.records) == 1  # nothing records after the block
 
@@ -126,7 +126,7 @@ def test_a_layer_out_of_range_is_a_clear_error(kwargs):
     with pytest.raises(LucidError, match="out of range"):
         with lucidlm.probe(model, **kwargs):
             pass
-    assert all(block.attn.recorder is None for block in model.blocks)
+    assert all(block.attn.recorders == [] for block in model.blocks)
 
 
 def test_a_probe_that_saw_no_forward_says_so():
@@ -134,3 +134,19 @@ def test_a_probe_that_saw_no_forward_says_so():
         pass
     with pytest.raises(LucidError, match="recorded nothing"):
         p.attention
+
+
+def test_probes_may_overlap_and_return_attentions_works_inside_one():
+    model = tiny()
+    ids = torch.randint(0, 50, (1, 6))
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    with lucidlm.probe(model, attention=[0], hidden=True) as outer:
+        with lucidlm.probe(model, attention=[0, 1]) as inner:
+            _, attentions = model(ids, return_attentions=True)
+    hook.remove()
+    assert calls == [1]  # the wrapper does not run the model twice
+    torch.testing.assert_close(outer.attention[0], inner.attention[0])
+    torch.testing.assert_close(attentions[1], inner.attention[1])
+    assert len(outer.hidden) == 3 and set(outer.attention) == {0}
+    assert all(block.attn.recorders == [] for block in model.blocks)

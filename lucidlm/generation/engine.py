@@ -125,10 +125,11 @@ class PromptCache:
         self.rows = [self.rows[i] for i in indices]
 
     def shift(self, tokens: Sequence[int]) -> torch.Tensor:
-        """The context is full: keep each row's newer half, then feed `tokens` (one per row);
-        positions restart, as nanoGPT's cropping does. The logits (B, V) after them."""
+        """The context is full: keep the newer half of it (a shorter row keeps all it has), then
+        feed `tokens` (one per row); positions restart, as nanoGPT's cropping does. The logits
+        (B, V) after them."""
         half = self.model.config.context_length // 2
-        kept = [row[len(row) - half + 1:] + [token] for row, token in zip(self.rows, tokens)]
+        kept = [row[max(0, len(row) - half + 1):] + [token] for row, token in zip(self.rows, tokens)]
         self.reset()
         return self.prefill_rows(kept)
 

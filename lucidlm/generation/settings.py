@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -49,9 +51,9 @@ class GenerationSettings:
             object.__setattr__(self, "stop", (self.stop,))
         elif isinstance(self.stop, list):
             object.__setattr__(self, "stop", tuple(self.stop))
-        if self.logit_bias is None:
-            object.__setattr__(self, "logit_bias", {})
         self._validate()
+        # Checked once, so never changed after: a read-only view of a private copy.
+        object.__setattr__(self, "logit_bias", MappingProxyType(dict(self.logit_bias)))
 
     def _validate(self) -> None:
         def need(ok: bool, name: str, rule: str) -> None:
@@ -76,7 +78,7 @@ class GenerationSettings:
         for name in ("presence_penalty", "frequency_penalty"):
             need(number(name), name, "must be a finite number")
         need(whole("penalty_window", 1), "penalty_window", "must be a whole number >= 1")
-        need(isinstance(self.logit_bias, dict) and all(
+        need(isinstance(self.logit_bias, Mapping) and all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 0 and isinstance(v, (int, float))
             and not isinstance(v, bool) and (math.isfinite(v) or v == -math.inf) for k, v in self.logit_bias.items()),
             "logit_bias", "must map token ids >= 0 to finite numbers (or -inf, to ban a token)")
@@ -107,9 +109,8 @@ class GenerationSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["stop"] = list(self.stop)
-        return data
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "stop": list(self.stop), "logit_bias": dict(self.logit_bias)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":

@@ -42,7 +42,7 @@ class TextStream:
 
     def __init__(self, tokenizer, stop: Sequence[str] = ()) -> None:
         self.detokenizer = StreamingDetokenizer(tokenizer)
-        self.stops = [s for s in stop if s]
+        self.stops = list(stop)
         self.pending = ""  # decoded text that might be the start of a stop string
 
     def add(self, token: int) -> tuple[str, bool]:

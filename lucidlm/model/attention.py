@@ -2,7 +2,7 @@
 
 Two paths behind one switch (`fused`): the readable softmax(QK^T / sqrt(D) + mask) V, and torch's
 fused scaled_dot_product_attention, which is faster and never materialises the (T, S) weights. A
-test proves they agree. A probe (model/probe.py) sets `recorder` on the layers it watches; they
+test proves they agree. A probe (model/probe.py) adds a recorder to the layers it watches; they
 hand it their queries and keys, and it recomputes the weights with `attention_weights`, the plain
 path's own first half, while the layer's output still comes from the fused kernel.
 """
@@ -39,7 +39,7 @@ class Attention(nn.Module):
                           bias=config.qkv_bias)
         self.out = Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
         self.fused = True  # False: the plain path everywhere (slower, same numbers)
-        self.recorder: Recorder | None = None  # set by a probe watching this layer
+        self.recorders: list[Recorder] = []  # one per probe watching this layer
 
     def forward(self, x: torch.Tensor, context: ForwardContext) -> torch.Tensor:
         B, T, _ = x.shape
@@ -54,8 +54,8 @@ class Attention(nn.Module):
         if context.cache is not None:
             k, v = context.cache.update(self.layer_index, k, v)  # (B, Hkv, S, D): past and new keys
         mask = context.mask(self.window)
-        if self.recorder is not None:
-            self.recorder(self, q, k, v, mask, context.position_bias)
+        for record in self.recorders:
+            record(self, q, k, v, mask, context.position_bias)
 
         dropout = self.dropout if self.training else 0.0
         if self.fused and not self._plain_is_faster(q, k):

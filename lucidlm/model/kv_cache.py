@@ -73,11 +73,13 @@ class KVCache:
     def commit(self) -> None:
         """The forward succeeded: the reserved slots now count, and the next token's position
         follows the last real one."""
+        if self._pending is None:
+            raise LucidError("KVCache.commit() without begin(): the model reserves slots before it commits them")
         positions, valid = self._pending
         self.length += positions.shape[1]
         self._pending = None
         if valid is None:
-            self.next_position = (positions[:, -1] + 1).expand(self.batch_size)
+            self.next_position = (positions[:, -1] + 1).expand(self.batch_size).clone()
         else:  # a row whose new tokens are all padding keeps its position
             self.next_position = torch.maximum(self.next_position, torch.where(valid, positions + 1, 0).amax(dim=1))
 

@@ -22,7 +22,9 @@ class TransposedStorage(nn.Module):
     """A module whose `weight` (standard layout) is stored as the parameter `weight_t`, transposed.
 
     The state dict says `weight` in the standard layout (a transposed view when saving; loading
-    copies into the storage layout), so files and readers never see `weight_t`."""
+    copies into the storage layout), so files and readers never see `weight_t`. subtle: with
+    keep_vars=True that entry is a view of the parameter, not the parameter itself; find
+    parameters by identity through named_parameters() instead."""
 
     weight_t: nn.Parameter | None
 
@@ -69,7 +71,9 @@ class Linear(TransposedStorage):
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-    """The one factory for loaded linear layers: weight (out, in), bias (out,) or None."""
+    """The one factory for loaded linear layers: weight (out, in), bias (out,) or None, already in
+    the compute dtype. (The LM head and the embedding are loaded into their own modules; a
+    quantized layer will want the file's blocks rather than a dense weight: widen it then.)"""
     with torch.device("meta"):  # no memory for the random init we are about to replace
         layer = Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     layer.weight_t = nn.Parameter(weight.t().contiguous())

@@ -85,11 +85,9 @@ class Probe:
             for block in blocks:
                 self._hook(block.register_forward_hook(self._block_output))
         for i in sorted(self.attention_layers | self.qkv_layers):
-            attn = blocks[i].attn
-            if attn.recorder is not None:
-                raise LucidError(f"layer {i} is already being probed")
-            attn.recorder = self._record_attention
-            self._undo.append(lambda attn=attn: setattr(attn, "recorder", None))
+            recorders = blocks[i].attn.recorders
+            recorders.append(self._record_attention)  # probes may overlap: each keeps its own records
+            self._undo.append(lambda recorders=recorders: recorders.remove(self._record_attention))
 
     def detach(self) -> None:
         while self._undo:

@@ -9,6 +9,7 @@ split of a backbone from the head on top of it.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -125,12 +126,12 @@ class Transformer(nn.Module):
         needs. return_attentions: also return each layer's attention weights (B, H, T, S), as
         recorded by a probe on every layer.
         """
+        with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
+            x = self.hidden(input_ids, attention_mask, cache, positions)
+        logits = self.lm_head(x[:, -1:] if logits_for == "last" else x)
         if return_attentions:
-            with probe(self, attention="all") as recorded:
-                logits = self(input_ids, attention_mask, cache, positions, logits_for=logits_for)
             return logits, [recorded.attention[i] for i in range(self.config.n_layers)]
-        x = self.hidden(input_ids, attention_mask, cache, positions)
-        return self.lm_head(x[:, -1:] if logits_for == "last" else x)
+        return logits
 
     def forward_context(self, positions: torch.Tensor, valid: torch.Tensor | None,
                         cache: KVCache | None) -> ForwardContext:
