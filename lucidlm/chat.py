@@ -18,7 +18,7 @@ from typing import Any, Callable, TextIO
 import torch
 
 from .errors import LucidError
-from .files import write_atomic
+from .files import add_input_errors_option, argument_text, decode_text, write_atomic
 from .generation import GenerationSettings, PromptCache, stream_generate
 from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 
@@ -170,7 +170,7 @@ class ChatSession:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise LucidError(f"cannot read {path}: {exc.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting too deep
             raise LucidError(f"{path} is not a saved conversation (invalid JSON: {exc})") from None
         messages = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(messages, list) or not all(
@@ -197,9 +197,21 @@ class ChatSession:
 class Repl:
     """Reads lines, runs commands, streams answers."""
 
-    def __init__(self, session: ChatSession, out: TextIO = sys.stdout, interactive: bool | None = None) -> None:
-        self.session, self.out = session, out
+    def __init__(self, session: ChatSession, out: TextIO | None = None, interactive: bool | None = None,
+                 errors: str = "strict") -> None:
+        self.session = session
+        self.out = out if out is not None else sys.stdout  # looked up now: tests and tools replace sys.stdout
         self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self.errors = errors  # input lines that are not UTF-8: an error for that line, or replaced bytes
+
+    def read_line(self) -> str:
+        """One input line, decoded as UTF-8 (EOFError at the end of the input)."""
+        if self.interactive:
+            return argument_text(input("> "), self.errors, "that line")
+        raw = sys.stdin.buffer.readline()
+        if not raw:
+            raise EOFError
+        return decode_text(raw, self.errors, "that line of standard input")
 
     def write(self, text: str) -> None:
         self.out.write(text)
@@ -263,13 +275,16 @@ class Repl:
             self.say("lucidlm chat. Type /help for commands, Ctrl-D to quit.")
         while True:
             try:
-                line = input("> " if self.interactive else "")
+                line = self.read_line()
             except EOFError:
                 if self.interactive:
                     self.write("\n")
                 return 0
             except KeyboardInterrupt:
                 self.write("\n(Ctrl-D or /exit to quit)\n")
+                continue
+            except LucidError as exc:  # a line that is not UTF-8: say so, keep the session
+                self.say(f"error: {exc}")
                 continue
             line = line.strip()
             if not line:
@@ -308,11 +323,13 @@ def _save_history(readline, path: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", "-s", help="system message")
+    add_input_errors_option(parser)
     add_model_options(parser)
     add_generation_options(parser, CHAT_DEFAULTS, exclude=("overflow",))
 
 
 def main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, CHAT_DEFAULTS)
+    system = argument_text(args.system, args.errors, "--system") if args.system is not None else None
     model, tokenizer = load_from_args(args)
-    return Repl(ChatSession(model, tokenizer, system=args.system, settings=settings)).run()
+    return Repl(ChatSession(model, tokenizer, system=system, settings=settings), errors=args.errors).run()

@@ -1,7 +1,8 @@
 """`lucidlm <verb>`: the command-line dispatcher. Each verb's arguments live with its module.
 
-A LucidError (a user mistake: a bad flag value, a missing or corrupt file) is printed as one line
-and exits with status 2; no traceback for those.
+A LucidError (a user mistake: a bad flag value, a missing or corrupt file) or an error of the
+machine (a full disk, a missing folder) is printed as one line and exits with status 2; anything
+else is a bug of ours, also one line (exit 1), with the traceback only under --debug.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ SUBVERBS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage mistake is one line, like every other error, with where to read more."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add(subparsers, name: str, spec) -> None:
     module_name, add_name, main_name, help_text = spec
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -41,8 +49,10 @@ def _add(subparsers, name: str, spec) -> None:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lucidlm", description="A readable transformer language-model stack.")
+    parser = OneLineParser(prog="lucidlm", description="A readable transformer language-model stack.")
     parser.add_argument("--version", action="version", version=f"lucidlm {importlib.import_module('lucidlm').__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an unexpected error, show the Python traceback "
+                                                            "(this flag may go anywhere on the line)")
     subparsers = parser.add_subparsers(title="verbs", metavar="VERB")
     # Only the chosen verb's module is imported, so `lucidlm info` does not pay for the trainer.
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -62,6 +72,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv  # anywhere on the line: it is about how errors are shown
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     run = getattr(args, "_main", None)
@@ -78,6 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `lucidlm tokenize --ids ... | head`
         return 0
+    except (OSError, MemoryError) as exc:  # the machine's doing: a full disk, a missing folder, no memory left
+        if debug:
+            raise
+        if isinstance(exc, MemoryError):
+            print("lucidlm: error: out of memory", file=sys.stderr)
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"lucidlm: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of ours: say so in one line, and how to see more
+        if debug:
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"lucidlm: internal error: {type(exc).__name__}{': ' + detail if detail else ''} "
+              f"(please report it; run again with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

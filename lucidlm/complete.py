@@ -12,6 +12,7 @@ import sys
 import torch
 
 from .errors import LucidError
+from .files import add_input_errors_option, argument_text, read_stdin
 from .generation import GenerationSettings, stream_generate
 from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 from .tokenizer.commands import visible_piece
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", help="system message (with --chat)")
     parser.add_argument("--show-probs", action="store_true", help="print the top-5 next-token probabilities per step")
     parser.add_argument("--verbose", "-v", action="store_true", help="print token counts and speeds at the end")
+    add_input_errors_option(parser)
     add_model_options(parser)
     add_generation_options(parser, GENERATE_DEFAULTS)
 
@@ -41,11 +43,13 @@ def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    prompt = args.prompt
-    if prompt is None:
-        if sys.stdin.isatty():
-            raise LucidError("give a prompt with --prompt, or pipe text in")
-        prompt = sys.stdin.read()
+    if args.prompt is not None:
+        prompt = argument_text(args.prompt, args.errors, "--prompt")
+    elif sys.stdin.isatty():
+        raise LucidError("give a prompt with --prompt, or pipe text in")
+    else:
+        prompt = read_stdin(args.errors)
+    system = argument_text(args.system, args.errors, "--system") if args.system is not None else None
     if not prompt.strip():
         raise LucidError("the prompt is empty")
     settings = settings_from_args(args, GENERATE_DEFAULTS)
@@ -53,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     if tokenizer is None:
         raise LucidError("this model has no tokenizer, so it cannot take a text prompt")
     if args.chat:
-        messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+        messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": prompt.strip()}]
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     elif args.system:

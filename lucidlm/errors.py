@@ -5,6 +5,8 @@ with a one-line message that names the problem; the CLI prints it without a trac
 """
 
 import dataclasses
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class LucidError(Exception):
@@ -33,3 +35,21 @@ def check_known_fields(cls, data: dict, what: str) -> None:
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ConfigError(f"{what} {', '.join(unknown)}")
+
+
+# What Python raises when code meets data of the wrong shape: a string where a number belongs,
+# a missing key, a list nested ten thousand deep, a number too large for a float.
+MALFORMED = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError, OverflowError)
+
+
+@contextmanager
+def reading(origin: object, what: str = "file") -> Iterator[None]:
+    """While interpreting a file's contents, any error the contents cause is the file's: one
+    FormatError that names it (lucidlm's own errors pass through as they are)."""
+    try:
+        yield
+    except LucidError:
+        raise
+    except MALFORMED as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise FormatError(f"{origin}: malformed {what} ({type(exc).__name__}{': ' + detail if detail else ''})") from None

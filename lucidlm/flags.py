@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import field
 from typing import Any, Iterable
@@ -87,3 +88,33 @@ def given(args: argparse.Namespace, cls) -> dict[str, Any]:
         if value is not None:
             out[f.name] = dict(value) if _kind(hints[f.name])[0] is dict else value
     return out
+
+
+def type_problems(obj: Any) -> list[tuple[str, str]]:
+    """(field, what it must be) for every field of a settings dataclass whose value has the wrong
+    type, or is not a finite number where a number belongs (a TOML or JSON file can hold anything)."""
+    problems = []
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None and type(None) in typing.get_args(hints[f.name]):
+            continue
+        container, kind = _kind(hints[f.name])
+        if container is None:
+            ok, what = _is_a(value, kind), kind.__name__
+        elif container is list:
+            ok = isinstance(value, (list, tuple)) and all(_is_a(v, kind) for v in value)
+            what = f"list of {kind.__name__}"
+        else:
+            ok, what = isinstance(value, dict) and all(_is_a(v, kind) for v in value.values()), "table of numbers"
+        if not ok:
+            problems.append((f.name, ("finite " if kind is float and container is None else "") + what))
+    return problems
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)

@@ -23,6 +23,7 @@ from .errors import FormatError
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
 
 # GGUF metadata value types (gguf.GGUFValueType): code -> (struct format, size); 8 and 9 are special.
 _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
@@ -108,9 +109,8 @@ class _Cursor:
             if item_type == STRING:
                 self.need(count * 8, what)  # every string has at least its 8-byte length
                 return [self.string(f"{what}[{i}]") for i in range(count)]
-            if item_type == ARRAY:
-                self.need(count * 12, what)
-                return [self.value(ARRAY, f"{what}[{i}]") for i in range(count)]
+            if item_type == ARRAY:  # llama.cpp refuses them too; unbounded nesting would exhaust the stack
+                raise FormatError(f"{self.path}: {what} is an array of arrays, which GGUF readers do not accept")
             raise FormatError(f"{self.path}: {what} has unknown array item type {item_type}")
         raise FormatError(f"{self.path}: {what} has unknown value type {type_code}")
 
@@ -151,28 +151,35 @@ class GGUFFile:
         self.metadata: dict[str, Any] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
+            if key in self.metadata:  # the second would win silently: llama.cpp refuses the file
+                raise FormatError(f"{self.path}: metadata key {key!r} appears twice")
             self.metadata[key] = cur.value(cur.u32(f"the type of {key}"), key)
 
         infos = []
         for i in range(n_tensors):
             name = cur.string(f"tensor name #{i}")
             n_dims = cur.u32(f"the rank of {name}")
-            if n_dims > 8:
-                raise FormatError(f"{self.path}: tensor {name} claims {n_dims} dimensions")
+            if n_dims > MAX_DIMS:
+                raise FormatError(f"{self.path}: tensor {name} claims {n_dims} dimensions (at most {MAX_DIMS})")
             dims = [cur.u64(f"the shape of {name}") for _ in range(n_dims)]
             if 0 in dims:
                 raise FormatError(f"{self.path}: tensor {name} has an empty dimension {dims}")
             infos.append((name, dims, cur.u32(f"the type of {name}"), cur.u64(f"the offset of {name}")))
 
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
             raise FormatError(f"{self.path}: invalid general.alignment {alignment!r}")
         data_start = -(-cur.pos // alignment) * alignment
 
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+        # llama.cpp's rules: each tensor starts exactly where the previous one's data, padded to the
+        # alignment, ends; so no two tensors overlap, none is misaligned, none changed its type alone.
         self.tensors: dict[str, TensorInfo] = {}
+        expected_offset = 0
         for name, dims, type_code, offset in infos:
+            if name in self.tensors:
+                raise FormatError(f"{self.path}: tensor {name} appears twice")
             try:
                 block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(type_code)]
             except (ValueError, KeyError):
@@ -182,6 +189,9 @@ class GGUFFile:
                 raise FormatError(f"{self.path}: tensor {name}: row of {dims[0]} values is not a whole "
                                   f"number of {quant_type_name(type_code)} blocks")
             n_bytes = n_elements // block_size * type_size
+            if offset != expected_offset:
+                raise FormatError(f"{self.path}: tensor {name} has offset {offset}, expected {expected_offset}")
+            expected_offset += -(-n_bytes // alignment) * alignment
             start = data_start + offset
             if start + n_bytes > cur.size:
                 raise FormatError(f"{self.path}: truncated GGUF file (tensor {name} needs bytes up to "

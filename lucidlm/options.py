@@ -40,10 +40,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
 
 
+MAX_THREADS = 1024  # more would only make torch try to start them all
+
+
 def load_from_args(args: argparse.Namespace):
     if args.threads is not None:
-        if args.threads < 1:
-            raise LucidError(f"--threads must be at least 1 (got {args.threads})")
+        if not 1 <= args.threads <= MAX_THREADS:
+            raise LucidError(f"--threads must be between 1 and {MAX_THREADS} (got {args.threads})")
         torch.set_num_threads(args.threads)
     return load(args.model, dtype=args.dtype, device=resolve_device(args.device))
 

@@ -4,12 +4,17 @@ The environment matches what transformers gives templates (trim_blocks, lstrip_b
 controls, `tojson`, `raise_exception`, `strftime_now`, the special-token strings), so the rendered
 text is the same. It is jinja2's ImmutableSandboxedEnvironment: a template cannot reach Python
 internals. Special-token strings typed inside a message are hidden while rendering and come back
-as plain text, so only the template itself can produce special tokens.
+as plain text, so only the template itself can produce special tokens. A template is a program
+from a file, so its rendering is bounded: RENDER_SECONDS of time, MAX_OUTPUT characters (repeated
+strings and lists included), and any error it raises is one TemplateError.
 """
 
 from __future__ import annotations
 
 import json
+import operator
+import sys
+import time
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -18,6 +23,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..errors import LucidError
+
+RENDER_SECONDS = 2.0  # a real template renders a conversation in milliseconds
+MAX_OUTPUT = 4_000_000  # characters of rendered text (and of any repeated string or list inside it)
 
 # The generic fallback for models without a template of their own.
 CHATML_TEMPLATE = (
@@ -30,6 +38,42 @@ _HIDE_OPEN, _HIDE_CLOSE = "\ue000", "\ue001"  # private-use characters around a 
 
 class TemplateError(LucidError):
     pass
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with `*` and `**` checked before they run: "a" * 10**10 would exhaust memory
+    in one C call that no time limit can interrupt."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, op: str, left: Any, right: Any) -> Any:
+        if op == "*":
+            count, sequence = (left, right) if isinstance(left, int) else (right, left)
+            if isinstance(sequence, (str, list, tuple)) and isinstance(count, int) and \
+                    len(sequence) * count > MAX_OUTPUT:
+                raise TemplateError(f"chat template: a repeated value of {len(sequence) * count:,} items is too large")
+            return operator.mul(left, right)
+        if isinstance(right, (int, float)) and abs(right) > 1000:
+            raise TemplateError(f"chat template: the power {left!r} ** {right!r} is too large")
+        return operator.pow(left, right)
+
+
+def _within(seconds: float, render):
+    """Run render() with a deadline: a trace function checks the clock on every line the
+    template's compiled code runs (nested loops cannot run away), and stops it with a TemplateError."""
+    deadline = time.monotonic() + seconds
+
+    def tracer(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise TemplateError(f"chat template: rendering took longer than {seconds:g} s")
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        return render()
+    finally:
+        sys.settrace(previous)
 
 
 def _raise_exception(message: str) -> None:
@@ -47,8 +91,7 @@ def _strftime_now(fmt: str) -> str:
 
 @lru_cache(maxsize=16)
 def compile_template(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -90,14 +133,20 @@ def render_chat(tokenizer, messages: list[dict[str, Any]], add_generation_prompt
     safe = [{**m, "content": hide(m.get("content"))} for m in messages]
     context = {name: getattr(tokenizer, name, None) or "" for name in ("bos_token", "eos_token", "pad_token", "unk_token")}
     template = compile_template(tokenizer.chat_template or CHATML_TEMPLATE)
+    variables = {**context, **kwargs, "messages": safe, "add_generation_prompt": add_generation_prompt}
     try:
-        rendered = template.render(messages=safe, add_generation_prompt=add_generation_prompt, **{**context, **kwargs})
+        rendered = _within(RENDER_SECONDS, lambda: template.render(**variables))
     except SecurityError as exc:
         raise TemplateError(f"chat template tried something the sandbox forbids: {exc}") from None
     except TemplateError:
         raise
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"chat template failed: {exc}") from None
+    except RecursionError:
+        raise TemplateError("chat template failed: it recurses without end") from None
+    except Exception as exc:  # a template is a program from a file: whatever it raises is its fault
+        raise TemplateError(f"chat template failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                            ) from None
+    if len(rendered) > MAX_OUTPUT:
+        raise TemplateError(f"chat template: the rendered text has {len(rendered):,} characters (at most {MAX_OUTPUT:,})")
 
     def unhide(text: str) -> str:
         if not hidden:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..default_model import default_model_path
 from ..errors import LucidError
+from ..files import add_input_errors_option, argument_text, read_stdin
 from .pretokenizer import NAMED
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -83,10 +84,11 @@ def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
                         help="treat special-token strings in the text as special tokens (default: plain text)")
     parser.add_argument("--decode", action="store_true", help="the input is ids; print the text they make")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    add_input_errors_option(parser)
 
 
 def tokenize_main(args: argparse.Namespace) -> int:
-    text = args.text if args.text is not None else sys.stdin.read()
+    text = argument_text(args.text, args.errors, "the text") if args.text is not None else read_stdin(args.errors)
     tokenizer = load_any_tokenizer(args)
     if args.decode:
         try:
@@ -114,6 +116,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # before minutes of training, not after
+        raise LucidError(f"{args.out} is a file, not a folder: give --out a folder")
     texts = []
     for name in args.data:
         try:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import regex
 
-from ..errors import FormatError
+from ..errors import FormatError, reading
 from ..files import read_json, write_atomic
 from ..gguf_file import read_metadata
 from ..locate import TOKENIZER_FILE, Location, locate
@@ -44,7 +44,8 @@ def read_tokenizer_data(path: str | os.PathLike | Location, required: bool = Tru
     fill in what a format does not store (tiktoken: pattern, special_tokens, eos_token; GGUF:
     pre_tokenizer). required=False: None when a model comes without a tokenizer."""
     location = path if isinstance(path, Location) else locate(path)
-    data = READERS[location.kind](location.path, **options)
+    with reading(location.path, "tokenizer"):
+        data = READERS[location.kind](location.path, **options)
     if data is None and required:
         raise FormatError(f"{location.path}: has no tokenizer (looked for {OUR_FILE}, tokenizer.json, "
                           f"GGUF tokenizer metadata)")
@@ -157,7 +158,16 @@ def read_tokenizer_json(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
     try:
         vocab_map: dict[str, int] = model["vocab"]
         added = {t["content"]: int(t["id"]) for t in data.get("added_tokens", [])}
-        size = max([*vocab_map.values(), *added.values()]) + 1
+        ids = [*vocab_map.values(), *added.values()]
+        size = max(ids) + 1
+        if size > len(ids) or min(ids) < 0:  # before allocating: an id of 10**9 is not 10**9 tokens
+            raise FormatError(f"{origin}: token ids run from {min(ids)} to {size - 1}, for {len(ids)} tokens")
+        if len(set(vocab_map.values())) < len(vocab_map):
+            owner: dict[int, str] = {}
+            for text, i in vocab_map.items():
+                if i in owner:
+                    raise FormatError(f"{origin}: token id {i} is given to both {owner[i]!r} and {text!r}")
+                owner[i] = text
         vocab: list[bytes | None] = [None] * size
         for text, i in vocab_map.items():
             vocab[i] = text_to_bytes(text) if text not in added else text.encode("utf-8")
@@ -209,6 +219,7 @@ def read_tiktoken(path: str | os.PathLike, pattern: str = "gpt2", special_tokens
     the bytes it makes are a token, so no merge list is needed."""
     path = Path(path)
     ranks: dict[int, bytes] = {}
+    lines_of: dict[bytes, int] = {}  # token -> the line that gave it
     n = 0
     try:
         with open(path, "rb") as f:
@@ -216,7 +227,17 @@ def read_tiktoken(path: str | os.PathLike, pattern: str = "gpt2", special_tokens
                 if not line.strip():
                     continue
                 token, rank = line.split()
-                ranks[int(rank)] = base64.b64decode(token, validate=True)
+                token, rank = base64.b64decode(token, validate=True), int(rank)
+                # each would silently replace or hide another token (tiktoken refuses the first two)
+                if rank < 0:
+                    raise FormatError(f"{path}: line {n}: negative rank {rank}")
+                if rank in ranks:
+                    raise FormatError(f"{path}: line {n}: rank {rank} appears twice")
+                if token in lines_of:
+                    raise FormatError(f"{path}: line {n}: token {token!r} already has a rank (line {lines_of[token]})")
+                ranks[rank], lines_of[token] = token, n
+    except FormatError:
+        raise
     except OSError as exc:
         raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
     except (ValueError, binascii.Error):
@@ -227,6 +248,9 @@ def read_tiktoken(path: str | os.PathLike, pattern: str = "gpt2", special_tokens
         special_tokens = {"<|endoftext|>": max(ranks) + 1}
         eos_token = eos_token or "<|endoftext|>"
     size = max([*ranks, *special_tokens.values()]) + 1
+    if size > len(ranks) + len(special_tokens):  # before allocating: a rank of 10**9 is not 10**9 tokens
+        raise FormatError(f"{path}: ranks are not contiguous (the highest is {size - 1}, for "
+                          f"{len(ranks) + len(special_tokens)} tokens)")
     vocab: list[bytes | None] = [None] * size
     for rank, token in ranks.items():
         vocab[rank] = token

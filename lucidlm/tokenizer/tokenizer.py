@@ -336,6 +336,9 @@ class Tokenizer:
         origin = data.get("origin") or "tokenizer"
         try:
             size = int(data["vocab_size"])
+            defined = len(data["base_tokens"]) + len(data["merges"]) + len(data["special_tokens"])
+            if not 0 < size <= defined:  # before allocating: a vocab_size of 10**9 is not 10**9 tokens
+                raise FormatError(f"{origin}: vocab_size {size} does not fit the {defined} tokens the file defines")
             vocab: list[bytes | None] = [None] * size
             for key, hexed in data["base_tokens"].items():
                 vocab[int(key)] = bytes.fromhex(hexed)

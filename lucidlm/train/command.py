@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import LucidError
+from ..errors import LucidError, reading
 from ..tokenizer import CharTokenizer, Tokenizer
 from ..tokenizer.commands import visible_piece
 from .data import Split, Windows, read_corpus, tokenize_corpus
@@ -30,7 +30,8 @@ def train_main(args: argparse.Namespace) -> int:
         if args.out and Path(args.out) != Path(args.resume):
             raise LucidError("--resume continues a run in its own folder; leave out --out")
         run = RunFolder(args.resume)
-        base = TrainSettings.from_dict(run.read()["settings"])
+        with reading(run.info_path, "run description"):
+            base = TrainSettings.from_dict(run.read()["settings"])
         settings, _, _ = resolve(args, base=base)
         settings.out = args.resume
         trainer = Trainer(settings, None, resume=True)

@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import LucidError
-from ..files import write_atomic
+from ..errors import FormatError, LucidError, reading
+from ..files import read_json, write_atomic
 
 META_FILE = "meta.json"
 
@@ -82,7 +82,10 @@ def prepare(paths: Sequence[Path], tokenizer, folder: Path, val_fraction: float,
     fingerprint = _fingerprint(paths, tokenizer, val_fraction, separator)
     meta_path = folder / META_FILE
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = read_json(meta_path)
+        except FormatError:  # damaged: the shards are prepared again
+            meta = {}
         if meta.get("fingerprint") == fingerprint:
             return meta
     tokens, doc_starts, n_documents = tokenize_corpus(paths, tokenizer, separator)
@@ -114,10 +117,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def open_split(folder: Path, name: str) -> Split:
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = read_json(folder / META_FILE)
     path = folder / f"{name}.bin"
-    tokens = np.memmap(path, dtype=meta["dtype"], mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
-    return Split(tokens, np.load(folder / f"{name}.docs.npy", allow_pickle=False))
+    with reading(folder, "token shards"):
+        tokens = np.memmap(path, dtype=meta["dtype"], mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
+        return Split(tokens, np.load(folder / f"{name}.docs.npy", allow_pickle=False))
 
 
 class Windows:

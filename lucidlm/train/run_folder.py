@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from ..errors import LucidError
-from ..files import write_atomic
+from ..files import read_json, write_atomic
 from ..locate import CHECKPOINT_FILE, RUN_FILE
 from ..weights.checkpoint import atomic_folder, write_checkpoint
+from ..weights.sources import checkpoints_on_disk
 
 TRAINER_STATE = "trainer.pt"
 
@@ -42,6 +43,8 @@ class RunFolder:
 
     def claim(self, force: bool) -> None:
         """Make the folder ours for a new run; never silently overwrite another run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise LucidError(f"{self.path} is a file, not a folder: give --out a folder")
         if self.path.exists() and any(self.path.iterdir()):
             if not force:
                 what = "holds another training run" if self.is_run() else "is not empty"
@@ -53,10 +56,10 @@ class RunFolder:
     def read(self) -> dict[str, Any]:
         if not self.is_run():
             raise LucidError(f"{self.path} is not a training run (no {RUN_FILE})")
-        try:
-            return json.loads(self.info_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LucidError(f"{self.info_path} is unreadable: {exc}") from None
+        info = read_json(self.info_path)
+        if not isinstance(info.get("settings"), dict) or not isinstance(info.get("checkpoints", []), list):
+            raise LucidError(f"{self.info_path} is not a run description (no settings, or a broken checkpoint list)")
+        return info
 
     def write(self, info: dict[str, Any]) -> None:
         write_atomic(self.info_path, json.dumps(info, indent=2))
@@ -76,20 +79,16 @@ class RunFolder:
         info["latest"] = name
         if is_best:
             info["best"] = name
-        info.setdefault("checkpoints", [])
-        if name not in info["checkpoints"]:
-            info["checkpoints"].append(name)
-        info["checkpoints"] = self._prune(info["checkpoints"], keep_last, info.get("best"))
+        names = [n for n in info.get("checkpoints", []) if n != name] + [name]
+        keep = set(names[-keep_last:]) | ({info["best"]} if info.get("best") else set())
+        info["checkpoints"] = [n for n in names if n in keep]
+        # run.json first, then the pruning: a kill in between leaves extra folders, never a
+        # run.json that names a deleted checkpoint.
         self.write(info)
+        for old in names:
+            if old not in keep:
+                shutil.rmtree(self.path / old, ignore_errors=True)
         return self.path / name
-
-    def _prune(self, names: list[str], keep_last: int, best: str | None) -> list[str]:
-        """Keep the last K checkpoints and the best one; delete the rest."""
-        keep = set(names[-keep_last:]) | ({best} if best else set())
-        for name in names:
-            if name not in keep:
-                shutil.rmtree(self.path / name, ignore_errors=True)
-        return [n for n in names if n in keep]
 
     def clean_partial(self) -> list[Path]:
         """Remove half-written checkpoint folders left by a process that was killed mid-save."""
@@ -100,29 +99,51 @@ class RunFolder:
         return partial
 
     def latest(self) -> Path:
+        """The checkpoint to resume from: the one run.json names, or, when a kill left run.json
+        behind the disk, the newest complete checkpoint on disk."""
         info = self.read()
         name = info.get("latest")
-        if not name or not (self.path / name / CHECKPOINT_FILE).exists():
+        if isinstance(name, str) and self._complete(self.path / name):
+            return self.path / name
+        found = [p for p in checkpoints_on_disk(self.path) if self._complete(p)]
+        if not found:
             raise LucidError(f"{self.path} has no checkpoint to resume from")
-        return self.path / name
+        return found[-1]
+
+    @staticmethod
+    def _complete(checkpoint: Path) -> bool:
+        return (checkpoint / CHECKPOINT_FILE).exists() and (checkpoint / TRAINER_STATE).exists()
 
     @staticmethod
     def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
         # Our own file, and still read with weights_only=True: tensors and plain containers only.
         try:
-            return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise LucidError(f"{checkpoint / TRAINER_STATE} is unreadable: {exc}") from None
+            state = torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file fails in pickle, zip or torch, each its own way
+            raise LucidError(f"{checkpoint / TRAINER_STATE} is unreadable ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if not isinstance(state, dict):
+            raise LucidError(f"{checkpoint / TRAINER_STATE} is not a trainer state")
+        return state
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The records, skipping any line that is not one (a kill mid-write leaves half a line)."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
 
     def truncate_metrics(self, step: int) -> None:
         """On resume, forget records written after the checkpoint (they will be written again)."""

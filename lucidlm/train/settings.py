@@ -16,7 +16,8 @@ from typing import Any
 
 from ..config import PRESETS, Config
 from ..errors import ConfigError, LucidError, check_known_fields
-from ..flags import add_flags, given, setting
+from ..flags import add_flags, given, setting, type_problems
+from ..options import MAX_THREADS
 
 
 @dataclass
@@ -67,6 +68,8 @@ class TrainSettings:
             if not ok:
                 raise ConfigError(f"training setting {name}: {why} (got {getattr(self, name)!r})")
 
+        for name, kind in type_problems(self):  # first: the rules below compare numbers
+            need(False, name, f"has the wrong type (expected: {kind})")
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
                      "keep_last", "bpe_vocab_size"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
@@ -84,6 +87,8 @@ class TrainSettings:
         need(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay", "decay and clipping must be >= 0")
         need(self.dropout is None or 0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         need(self.sample_temperature >= 0, "sample_temperature", "must be >= 0")
+        need(0 <= self.seed < 2 ** 63, "seed", "must be in [0, 2**63)")  # what torch.manual_seed takes
+        need(self.threads is None or self.threads <= MAX_THREADS, "threads", f"must be at most {MAX_THREADS}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

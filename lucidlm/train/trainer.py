@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from ..errors import LucidError
+from ..errors import LucidError, reading
 from ..generation import generate, make_sampler
 from ..locate import TOKENIZER_FILE
 from ..model import Transformer
@@ -114,7 +114,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, s.learning_rate, s.weight_decay, (s.beta1, s.beta2), self.device)
         self.step, self.best_val, self.tokens_seen, self.elapsed = 0, math.inf, 0, 0.0
         if state is not None:
-            self._restore(state)
+            with reading(checkpoint / "trainer.pt", "trainer state"):
+                self._restore(state)
         elif self.main:
             self.run.write({"settings": s.to_dict(), "config": self.config.to_dict(), "latest": None, "best": None,
                             "checkpoints": [], "world_size": self.world.size})

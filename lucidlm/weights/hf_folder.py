@@ -78,6 +78,9 @@ def eos_ids_from(folder: Path) -> set[int]:
     for name in ("generation_config.json", "config.json"):
         if (folder / name).exists():
             value = read_json(folder / name).get("eos_token_id")
-            ids.update(value if isinstance(value, list) else [value] if isinstance(value, int) else [])
+            values = value if isinstance(value, list) else [] if value is None else [value]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+                raise FormatError(f"{folder / name}: eos_token_id must be a token id or a list of them (got {value!r})")
+            ids.update(values)
     return ids
 

@@ -9,17 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from ..config import Config
 from ..default_model import default_model_path
-from ..model import Transformer
 from .sources import open_source
-
-
-def _parameters(config: Config) -> int:
-    with torch.device("meta"):
-        return Transformer(config).num_parameters()
 
 
 def _mechanisms(config: Config) -> str:
@@ -42,13 +34,14 @@ def _tokenizer_rows(tokenizer) -> list[tuple[str, str]]:
 
 def describe(path: str | Path | None) -> list[tuple[str, str]]:
     with open_source(path if path is not None else default_model_path()) as source:
+        parameters = source.meta_model().num_parameters()
         config, about, tokenizer = source.config, source.describe(), source.tokenizer()
     return [
         ("path", str(source.path)),
         ("architecture", about["architecture"]),
         ("name", about["name"]),
         ("mechanisms", _mechanisms(config)),
-        ("parameters", f"{_parameters(config):,}"),
+        ("parameters", f"{parameters:,}"),
         ("layers x width", f"{config.n_layers} x {config.d_model} (heads {config.n_heads}, head dim {config.head_dim}, "
                            f"MLP {config.d_ff})"),
         ("context length", f"{config.context_length:,} tokens"),

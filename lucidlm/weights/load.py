@@ -13,14 +13,12 @@ import os
 import torch
 
 from ..default_model import default_model_path
-from ..errors import FormatError, LucidError
+from ..errors import LucidError
 from ..model import Linear, Transformer, make_linear
 from .name_tables import NameTable, Row
 from .sources import Source, open_source
-from .translate import count_layers, to_ours
+from .translate import to_ours
 
-# Our own names, for counting the layers of our checkpoints.
-OUR_LAYERS = NameTable("lucidlm", (Row("blocks.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),))
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -39,13 +37,7 @@ def build_model(source: Source, dtype: torch.dtype, device: torch.device | str |
     """A model holding the source's weights, translated by its name table, in `dtype` on `device`."""
     config, origin = source.config, str(source.path)
     names = source.names
-    # Check the depth against the tensors before building anything: a corrupt or lying header
-    # must not make us build a billion layers.
-    found = count_layers(source.table or OUR_LAYERS, names)
-    if found != config.n_layers:
-        raise FormatError(f"{origin}: the config says {config.n_layers} layers, the tensors describe {found}")
-    with torch.device("meta"):
-        model = Transformer(config)
+    model = source.meta_model()
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     table = source.table or NameTable("lucidlm", tuple(Row(name, name) for name in expected))
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -17,17 +17,22 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..errors import FormatError
+from ..errors import FormatError, reading
 from ..files import read_json
 from ..gguf_file import GGUFFile
 from ..locate import CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, locate
+from ..model import Transformer
 from ..tokenizer import tokenizer_from_dict
 from ..tokenizer.files import gguf_tokenizer_data, read_tokenizer_data
 from .checkpoint import FORMAT, VERSION
 from .gguf_model import config_from_gguf, gguf_table
 from .hf_config import HF_FAMILIES, config_from_hf
 from .hf_folder import SafetensorsSource, eos_ids_from
-from .name_tables import NameTable
+from .name_tables import NameTable, Row
+from .translate import count_layers
+
+# Our own names, for counting the layers of our checkpoints.
+OUR_LAYERS = NameTable("lucidlm", (Row("blocks.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),))
 
 
 class Source:
@@ -50,6 +55,24 @@ class Source:
     def tokenizer(self):
         """The tokenizer that came with the model, or None."""
         raise NotImplementedError
+
+    def meta_model(self) -> Transformer:
+        """The model this config describes, built on the meta device (no memory): its shapes and
+        parameter count. Sizes too large to exist are the file's error."""
+        self.check_depth()
+        try:
+            with torch.device("meta"):
+                return Transformer(self.config)
+        except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # torch's ways of saying "too large"
+            raise FormatError(f"{self.path}: the config describes tensors too large to exist "
+                              f"({str(exc).splitlines()[0]})") from None
+
+    def check_depth(self) -> None:
+        """The config's layer count against the tensors present: a corrupt or lying header must
+        not make anyone build (or count the parameters of) a billion layers."""
+        found = count_layers(self.table or OUR_LAYERS, self.names)
+        if found != self.config.n_layers:
+            raise FormatError(f"{self.path}: the config says {self.config.n_layers} layers, the tensors describe {found}")
 
     def describe(self) -> dict[str, str]:
         """architecture, name and how the weights are stored, for `lucidlm info`."""
@@ -88,7 +111,8 @@ class GGUFSource(Source):
     def tokenizer(self):
         if "tokenizer.ggml.model" not in self.gguf.metadata:
             return None
-        return tokenizer_from_dict(gguf_tokenizer_data(self.gguf.metadata, str(self.path)))
+        with reading(self.path, "tokenizer metadata"):
+            return tokenizer_from_dict(gguf_tokenizer_data(self.gguf.metadata, str(self.path)))
 
     def describe(self) -> dict[str, str]:
         types = Counter(t.type_name for t in self.gguf.tensors.values())
@@ -126,8 +150,9 @@ class SafetensorsFolder(Source):
         data = read_tokenizer_data(Location(self.kind, self.path), required=False)
         if data is None:
             return None
-        tokenizer = tokenizer_from_dict(data)
-        tokenizer.add_eos_token_ids(eos_ids)
+        with reading(self.path, "tokenizer"):
+            tokenizer = tokenizer_from_dict(data)
+            tokenizer.add_eos_token_ids(eos_ids)
         return tokenizer
 
 
@@ -172,19 +197,32 @@ class CheckpointSource(SafetensorsFolder):
         return tensor
 
     def tokenizer(self):
-        return self._tokenizer_with(self.info.get("eos_token_ids", []))
+        eos = self.info.get("eos_token_ids", [])
+        if not isinstance(eos, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in eos):
+            raise FormatError(f"{self.path / CHECKPOINT_FILE}: eos_token_ids must be a list of token ids")
+        return self._tokenizer_with(eos)
 
     def describe(self) -> dict[str, str]:
         return {"architecture": "lucidlm checkpoint", "name": self.path.name, "stored as": "safetensors"}
 
 
+def checkpoints_on_disk(run_folder: Path) -> list[Path]:
+    """A run's checkpoint folders that hold a model, oldest first."""
+    folder = run_folder / "checkpoints"
+    return sorted(p for p in folder.glob("step-*") if (p / CHECKPOINT_FILE).exists()) if folder.is_dir() else []
+
+
 def latest_checkpoint(run_folder: Path) -> Path:
-    """The checkpoint a run folder points to: its best one if it has one, else its latest."""
+    """The checkpoint a run folder points to: its best one if it has one, else its latest; when
+    run.json is behind the disk (a kill between writes), the newest checkpoint there."""
     run = read_json(run_folder / RUN_FILE)
     for key in ("best", "latest"):
-        if run.get(key) and (run_folder / run[key] / CHECKPOINT_FILE).exists():
+        if isinstance(run.get(key), str) and (run_folder / run[key] / CHECKPOINT_FILE).exists():
             return run_folder / run[key]
-    raise FormatError(f"{run_folder}: this training run has no checkpoint yet")
+    found = checkpoints_on_disk(run_folder)
+    if not found:
+        raise FormatError(f"{run_folder}: this training run has no checkpoint yet")
+    return found[-1]
 
 
 SOURCES: dict[str, Any] = {
@@ -200,4 +238,5 @@ def open_source(path: str | os.PathLike) -> Source:
     location = locate(path)
     if not location.is_model:
         raise FormatError(f"{path}: this is a tokenizer, not a model (a GGUF file or a model folder)")
-    return SOURCES[location.kind](location.path)
+    with reading(location.path, "model metadata"):
+        return SOURCES[location.kind](location.path)
