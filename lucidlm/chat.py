@@ -207,7 +207,11 @@ class Repl:
     def read_line(self) -> str:
         """One input line, decoded as UTF-8 (EOFError at the end of the input)."""
         if self.interactive:
-            return argument_text(input("> "), self.errors, "that line")
+            try:
+                line = input("> ")
+            except UnicodeDecodeError as exc:  # where the terminal's encoding reads strictly
+                raise LucidError(f"that line is not UTF-8: byte 0x{exc.object[exc.start]:02X} at offset {exc.start}") from None
+            return argument_text(line, self.errors, "that line")
         raw = sys.stdin.buffer.readline()
         if not raw:
             raise EOFError

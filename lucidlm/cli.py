@@ -72,8 +72,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv  # anywhere on the line: it is about how errors are shown
-    argv = [a for a in argv if a != "--debug"]
+    # --debug may go anywhere on the line (it is about how errors are shown), but not after "--"
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     run = getattr(args, "_main", None)
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args) or 0
     except LucidError as exc:
+        if debug:
+            raise
         print(f"lucidlm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -99,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{exc.filename}: " if exc.filename else ""
             print(f"lucidlm: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # a bug of ours: say so in one line, and how to see more
+    except Exception as exc:  # a bug of ours, unless the allocator says it ran out: one line either way
         if debug:
             raise
+        if type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc):  # torch's CUDA and CPU
+            print(f"lucidlm: error: out of memory ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
+            return 2
         detail = str(exc).splitlines()[0] if str(exc) else ""
         print(f"lucidlm: internal error: {type(exc).__name__}{': ' + detail if detail else ''} "
               f"(please report it; run again with --debug for the traceback)", file=sys.stderr)

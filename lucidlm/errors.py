@@ -52,4 +52,5 @@ def reading(origin: object, what: str = "file") -> Iterator[None]:
         raise
     except MALFORMED as exc:
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise FormatError(f"{origin}: malformed {what} ({type(exc).__name__}{': ' + detail if detail else ''})") from None
+        # from exc: `lucidlm --debug` shows where it happened, in case the fault is ours after all
+        raise FormatError(f"{origin}: malformed {what} ({type(exc).__name__}{': ' + detail if detail else ''})") from exc

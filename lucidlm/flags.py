@@ -112,9 +112,20 @@ def type_problems(obj: Any) -> list[tuple[str, str]]:
     return problems
 
 
+def finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite (10**400, from a TOML file, too
+    large for a float, is not one)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _is_a(value: Any, kind: type) -> bool:
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return finite_number(value)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)

@@ -24,6 +24,7 @@ from .errors import FormatError
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
+UINT32 = 4
 
 # GGUF metadata value types (gguf.GGUFValueType): code -> (struct format, size); 8 and 9 are special.
 _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
@@ -153,7 +154,10 @@ class GGUFFile:
             key = cur.string(f"metadata key #{i}")
             if key in self.metadata:  # the second would win silently: llama.cpp refuses the file
                 raise FormatError(f"{self.path}: metadata key {key!r} appears twice")
-            self.metadata[key] = cur.value(cur.u32(f"the type of {key}"), key)
+            type_code = cur.u32(f"the type of {key}")
+            if key == "general.alignment" and type_code != UINT32:  # llama.cpp's rule: the layout depends on it
+                raise FormatError(f"{self.path}: general.alignment must be a uint32 (its type code is {type_code})")
+            self.metadata[key] = cur.value(type_code, key)
 
         infos = []
         for i in range(n_tensors):
@@ -167,14 +171,15 @@ class GGUFFile:
             infos.append((name, dims, cur.u32(f"the type of {name}"), cur.u64(f"the offset of {name}")))
 
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
+        if alignment <= 0 or alignment & (alignment - 1):
             raise FormatError(f"{self.path}: invalid general.alignment {alignment!r}")
         data_start = -(-cur.pos // alignment) * alignment
 
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
         # llama.cpp's rules: each tensor starts exactly where the previous one's data, padded to the
-        # alignment, ends; so no two tensors overlap, none is misaligned, none changed its type alone.
+        # alignment, ends; so no two tensors overlap, none is misaligned, and a type change that
+        # changes a tensor's size shows. (One that keeps it, F16 to BF16, passes here as in llama.cpp.)
         self.tensors: dict[str, TensorInfo] = {}
         expected_offset = 0
         for name, dims, type_code, offset in infos:

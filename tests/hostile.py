@@ -48,7 +48,7 @@ class GGUFParts:
         for kv in self.kvs:
             if kv.key == "general.alignment" and kv.type == UINT32:
                 return struct.unpack("<I", kv.raw)[0]
-        return 32
+        return 32  # the default; an alignment of another type is refused by llama_cpp_accepts
 
 
 def _string(buf: bytes, pos: int) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from lucidlm.cli import main
 from lucidlm.errors import LucidError
 
 from conftest import DATA
+from hostile import bounded
 
 pytestmark = pytest.mark.usefixtures("inference_only")
 
@@ -138,10 +139,15 @@ def test_a_failing_chat_template_is_one_error_and_the_chat_goes_on(tiny, tmp_pat
     for template in ("{{ 1/0 }}", "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
                      "{{ 'a' * 10**10 }}", "{{ 7 ** 100000000 }}", "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
                      "{% include 'x.j2' %}", "{{ range(10**10) | list }}", "{{ raise_exception('no') }}",
-                     "{% for m in messages %}{{ m.content * 100000000 }}{% endfor %}"):
+                     "{% for m in messages %}{{ m.content * 100000000 }}{% endfor %}",
+                     "{{ (((3 ** 1000) ** 1000) ** 1000) > 1 }}", "{{ 'a'|center(1500000000) }}",
+                     "{{ '%1500000000d' % 1 }}", "{{ 'a'.ljust(1500000000) }}", "{{ '{:>1500000000}'.format('a') }}",
+                     "{{ 'x'|indent(1500000000) }}", "{% for i in range(100000) %}{{ 'a' * 4000000 }}{% endfor %}",
+                     "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+                     "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"):
         tokenizer.chat_template = template
         session = ChatSession(model, tokenizer, max_tokens=2)
-        with pytest.raises(LucidError, match="chat template"):
+        with pytest.raises(LucidError, match="chat template"), bounded(5, 100):
             session.reply("hello", out.write)
         assert session.messages == []  # the turn is undone
         Repl(session, out=out, interactive=False).handle("/stats")
@@ -155,6 +161,8 @@ def test_an_unexpected_error_is_one_line_unless_debug(capsys, monkeypatch, tiny)
     assert code == 1 and err.count("\n") == 1 and "internal error: ZeroDivisionError" in err and "--debug" in err
     with pytest.raises(ZeroDivisionError):
         main(["generate", "--model", str(tiny), "--prompt", "hi", "--debug"])
+    code, out, _ = run(capsys, "tokenize", "--model", str(tiny), "--ids", "--", "--debug")  # text, not a flag
+    assert code == 0 and out.split() == [str(i) for i in lucidlm.Tokenizer.from_file(tiny).encode("--debug")]
 
 
 @pytest.mark.parametrize("setup, argv_tail, message", [
@@ -173,6 +181,7 @@ def test_bad_training_requests(capsys, tmp_path, corpus, setup, argv_tail, messa
 
 
 @pytest.mark.parametrize("toml", ['max_iters = "many"', "batch_size = 2.5", "learning_rate = nan",
+                                  "learning_rate = 1" + "0" * 400,
                                   'seed = "x"', "[model]\nn_layers = \"four\""])
 def test_a_toml_file_of_the_wrong_types(capsys, tmp_path, corpus, toml):
     (tmp_path / "run.toml").write_text(toml)
@@ -263,3 +272,29 @@ def test_other_verbs_refuse_bad_input_in_one_line(capsys, tmp_path, corpus, tiny
              "{corpus}": str(corpus), "{tiny}": str(tiny)}
     code, _, err = run(capsys, *[paths.get(a, a) for a in argv])
     one_line(code, err)
+
+
+def test_a_kill_while_pruning_leaves_run_json_naming_the_new_checkpoint(tmp_path, finished_run, monkeypatch):
+    """The order itself: run.json is written before the old checkpoint is deleted."""
+    from pathlib import Path
+
+    from lucidlm.train import run_folder
+
+    run_path = tmp_path / "run"
+    shutil.copytree(finished_run, run_path)
+    run = run_folder.RunFolder(run_path)
+    latest = run.latest()
+    model, tokenizer = lucidlm.load(latest)
+
+    def killed(path, *args, **kwargs):  # dies at the first folder it would really delete
+        if Path(path).exists():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_folder.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_checkpoint(6, model, tokenizer, run_folder.RunFolder.load_trainer_state(latest), is_best=True,
+                            keep_last=1, extra={})
+    monkeypatch.undo()
+    assert json.loads((run_path / "run.json").read_text())["latest"] == "checkpoints/step-0000006"
+    assert latest.exists()  # not pruned yet: the kill came first
+    assert run.latest() == run_path / "checkpoints" / "step-0000006"

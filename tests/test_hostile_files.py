@@ -171,6 +171,7 @@ def test_our_tokenizer_file_with_any_value_anywhere(trained, tmp_path, choice, v
     (lambda d: d["model"]["vocab"].update({"Ġzzz": 5}), "token id 5 is given to both"),
     (lambda d: d["model"]["merges"].append(["Ġqq", "zz"]), "not in the vocabulary"),
     (lambda d: d["added_tokens"].append({"id": -3, "content": "<x>"}), "token ids run from"),
+    (lambda d: d["added_tokens"].append({"id": d["model"]["vocab"]["~"], "content": "<x>"}), "is given to both"),
 ])
 def test_a_tokenizer_json_that_contradicts_itself_is_refused(trained, tmp_path, change, message):
     trained.save_hf(tmp_path / "tokenizer.json")
@@ -180,6 +181,20 @@ def test_a_tokenizer_json_that_contradicts_itself_is_refused(trained, tmp_path, 
     with pytest.raises(FormatError, match=message):
         with bounded(SECONDS, MEGABYTES):
             Tokenizer.from_file(tmp_path / "tokenizer.json")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["base_tokens"].update({"0104": "5a5a"}), "key '0104' is not a token id"),
+    (lambda d: d["base_tokens"].update({"-3": "5a5a"}), "key '-3' is not a token id"),
+    (lambda d: d["special_tokens"].update({"<y>": 104}), "already a token"),
+])
+def test_our_tokenizer_file_that_gives_one_id_twice_is_refused(trained, tmp_path, change, message):
+    trained.save(tmp_path)
+    data = json.loads((tmp_path / "lucidlm-tokenizer.json").read_text())
+    change(data)
+    (tmp_path / "lucidlm-tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=message):
+        Tokenizer.from_file(tmp_path)
 
 
 def test_a_huge_vocab_size_in_a_small_file_allocates_nothing(trained, tmp_path):

@@ -81,6 +81,8 @@ def _mutations():
     def alignment_3(p): set_kv(p, "general.alignment", UINT32, u32(3))
     def alignment_0(p): set_kv(p, "general.alignment", UINT32, u32(0))
     def alignment_string(p): set_kv(p, "general.alignment", STRING, string("32"))
+    def alignment_u64(p): set_kv(p, "general.alignment", 10, struct.pack("<Q", 32))
+    def alignment_i32(p): set_kv(p, "general.alignment", 5, struct.pack("<i", 32))
     def nested_arrays(p): set_kv(p, "x.nested", ARRAY, struct.pack("<IQ", ARRAY, 1) + struct.pack("<IQ", UINT32, 0))
     def array_huge(p): set_kv(p, "x.huge", ARRAY, struct.pack("<IQ", STRING, 2 ** 60))
     def tokens_as_numbers(p): set_kv(p, "tokenizer.ggml.tokens", ARRAY, struct.pack("<IQ", UINT32, 2) + u32(1) + u32(2))
@@ -94,7 +96,7 @@ def _mutations():
         offset_overlap, offset_misaligned, offset_gap, duplicate_key, duplicate_key_other_value, duplicate_tensor,
         five_dimensions, type_changed, kv_count_high, kv_count_low, tensor_count_high, tensor_count_huge, data_cut,
         block_count_flipped, block_count_string, width_huge, heads_zero, pre_as_number, template_as_number,
-        eos_huge, alignment_3, alignment_0, alignment_string, nested_arrays, array_huge, tokens_as_numbers,
+        eos_huge, alignment_3, alignment_0, alignment_string, alignment_u64, alignment_i32, nested_arrays, array_huge, tokens_as_numbers,
         merges_unknown, merges_not_pairs, types_short, unknown_tensor_type, empty_dimension, version_9)}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import SettingError, check_known_fields
-from ..flags import setting
+from ..flags import finite_number, setting
 from .processors import LogitsProcessor, processor_chain
 from .sampler import Sampler, sampler_chain
 
@@ -61,8 +61,7 @@ class GenerationSettings:
                 raise SettingError(name, f"{LABELS.get(name, name)} {rule} (got {getattr(self, name)!r})")
 
         def number(name: str) -> bool:
-            value = getattr(self, name)
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            return finite_number(getattr(self, name))
 
         def whole(name: str, low: int) -> bool:
             value = getattr(self, name)
@@ -79,8 +78,8 @@ class GenerationSettings:
             need(number(name), name, "must be a finite number")
         need(whole("penalty_window", 1), "penalty_window", "must be a whole number >= 1")
         need(isinstance(self.logit_bias, Mapping) and all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 0 and isinstance(v, (int, float))
-            and not isinstance(v, bool) and (math.isfinite(v) or v == -math.inf) for k, v in self.logit_bias.items()),
+            isinstance(k, int) and not isinstance(k, bool) and k >= 0 and (finite_number(v) or v == -math.inf)
+            for k, v in self.logit_bias.items()),
             "logit_bias", "must map token ids >= 0 to finite numbers (or -inf, to ban a token)")
         need(whole("max_tokens", 1), "max_tokens", "must be at least 1")
         need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")

@@ -162,12 +162,14 @@ def read_tokenizer_json(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
         size = max(ids) + 1
         if size > len(ids) or min(ids) < 0:  # before allocating: an id of 10**9 is not 10**9 tokens
             raise FormatError(f"{origin}: token ids run from {min(ids)} to {size - 1}, for {len(ids)} tokens")
-        if len(set(vocab_map.values())) < len(vocab_map):
-            owner: dict[int, str] = {}
-            for text, i in vocab_map.items():
-                if i in owner:
-                    raise FormatError(f"{origin}: token id {i} is given to both {owner[i]!r} and {text!r}")
-                owner[i] = text
+        owner: dict[int, str] = {}  # every id names one text: an added token may repeat its own vocab entry
+        for text, i in [*vocab_map.items(), *added.items()]:
+            if owner.setdefault(i, text) != text:
+                raise FormatError(f"{origin}: token id {i} is given to both {owner[i]!r} and {text!r}")
+        for text, i in added.items():
+            if vocab_map.get(text, i) != i:
+                raise FormatError(f"{origin}: {text!r} has id {vocab_map[text]} in the vocabulary and {i} as an "
+                                  f"added token")
         vocab: list[bytes | None] = [None] * size
         for text, i in vocab_map.items():
             vocab[i] = text_to_bytes(text) if text not in added else text.encode("utf-8")

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import regex
 
-from ..errors import FormatError, LucidError
+from ..errors import MALFORMED, FormatError, LucidError
 from .bpe import merge_below, merge_piece, train_merges
 from .char import CharTokenizer
 from .files import (BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, made_by_merges, read_tokenizer_data, write_ours,
@@ -341,8 +341,14 @@ class Tokenizer:
                 raise FormatError(f"{origin}: vocab_size {size} does not fit the {defined} tokens the file defines")
             vocab: list[bytes | None] = [None] * size
             for key, hexed in data["base_tokens"].items():
-                vocab[int(key)] = bytes.fromhex(hexed)
+                i = int(key)
+                if key != str(i) or not 0 <= i < size:  # "0104" or "-3" would name another token silently
+                    raise FormatError(f"{origin}: base token key {key!r} is not a token id below {size}")
+                vocab[i] = bytes.fromhex(hexed)
             for text, i in data["special_tokens"].items():
+                if not isinstance(i, int) or not 0 <= i < size or vocab[i] is not None:
+                    raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range "
+                                      f"or already a token")
                 vocab[i] = text.encode("utf-8")
             merges = [(m[0], m[1]) for m in data["merges"]]  # each [a, b, new], or [a, b]
             if None in vocab:  # tokens the file stores as their merge: rebuild them in rank order
@@ -364,7 +370,7 @@ class Tokenizer:
                        chat_template=data.get("chat_template"), eos_token_ids=data.get("eos_token_ids", ()))
         except FormatError as exc:
             raise FormatError(str(exc) if str(exc).startswith(origin) else f"{origin}: {exc}") from None
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except MALFORMED as exc:
             raise FormatError(f"{origin}: malformed tokenizer file ({type(exc).__name__}: {exc})") from None
 
     @classmethod

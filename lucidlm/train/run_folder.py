@@ -79,8 +79,9 @@ class RunFolder:
         info["latest"] = name
         if is_best:
             info["best"] = name
-        names = [n for n in info.get("checkpoints", []) if n != name] + [name]
-        keep = set(names[-keep_last:]) | ({info["best"]} if info.get("best") else set())
+        # The disk is the truth: a checkpoint a kill left out of run.json is pruned like the others.
+        names = [p.relative_to(self.path).as_posix() for p in checkpoints_on_disk(self.path)]
+        keep = set(names[-keep_last:]) | {name} | ({info["best"]} if info.get("best") else set())
         info["checkpoints"] = [n for n in names if n in keep]
         # run.json first, then the pruning: a kill in between leaves extra folders, never a
         # run.json that names a deleted checkpoint.
@@ -139,7 +140,7 @@ class RunFolder:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int):
                 records.append(record)

@@ -87,7 +87,8 @@ class TrainSettings:
         need(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay", "decay and clipping must be >= 0")
         need(self.dropout is None or 0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         need(self.sample_temperature >= 0, "sample_temperature", "must be >= 0")
-        need(0 <= self.seed < 2 ** 63, "seed", "must be in [0, 2**63)")  # what torch.manual_seed takes
+        # torch takes seeds below 2**64, and dropout's seed adds the step (and the process) to it
+        need(0 <= self.seed < 2 ** 63, "seed", "must be in [0, 2**63)")
         need(self.threads is None or self.threads <= MAX_THREADS, "threads", f"must be at most {MAX_THREADS}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -65,7 +65,7 @@ class Source:
                 return Transformer(self.config)
         except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # torch's ways of saying "too large"
             raise FormatError(f"{self.path}: the config describes tensors too large to exist "
-                              f"({str(exc).splitlines()[0]})") from None
+                              f"({str(exc).splitlines()[0]})") from exc
 
     def check_depth(self) -> None:
         """The config's layer count against the tensors present: a corrupt or lying header must
