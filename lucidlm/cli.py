@@ -24,6 +24,14 @@ VERBS = {
     "train": ("lucidlm.train.command", "add_train_arguments", "train_main",
               "train a GPT from scratch or fine-tune one (checkpoints, resume, DDP)"),
     "data": (None, None, None, "data tools: `lucidlm data show`"),
+    "attention": ("lucidlm.look.commands", "add_attention_arguments", "attention_main",
+                  "attention weights: a table per head, heatmaps (--png), the explorer page (--html)"),
+    "next": ("lucidlm.look.commands", "add_next_arguments", "next_main",
+             "next-token probabilities, and what each stage of the sampler removes"),
+    "lens": ("lucidlm.look.commands", "add_lens_arguments", "lens_main",
+             "logit lens: the best guess for the next token after every layer"),
+    "embeddings": ("lucidlm.look.commands", "add_embeddings_arguments", "embeddings_main",
+                   "token embeddings in a plane (PCA, or the raw plane of a 2-wide model)"),
 }
 SUBVERBS = {
     ("tokenizer", "train"): ("lucidlm.tokenizer.commands", "add_train_arguments", "train_main",

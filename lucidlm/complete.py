@@ -12,8 +12,10 @@ import sys
 import torch
 
 from .errors import LucidError
-from .files import add_input_errors_option, argument_text, read_stdin
+from .files import add_input_errors_option, argument_text, text_or_stdin
 from .generation import GenerationSettings, stream_generate
+from .generation.text import prompt_ids
+from .model import probe
 from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 from .tokenizer.commands import visible_piece
 
@@ -27,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
     parser.add_argument("--system", help="system message (with --chat)")
     parser.add_argument("--show-probs", action="store_true", help="print the top-5 next-token probabilities per step")
+    parser.add_argument("--show-attention", action="store_true",
+                        help="print, for each generated token, the prompt tokens attended to most when it was chosen")
     parser.add_argument("--verbose", "-v", action="store_true", help="print token counts and speeds at the end")
     add_input_errors_option(parser)
     add_model_options(parser)
@@ -42,13 +46,19 @@ def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) ->
     return f"{step:>4}  {chosen}   {others}"
 
 
+def attention_row(tokenizer, step: int, token: int, record, prompt: list[int], top: int = 3) -> str:
+    """The prompt tokens the last query attended to most when this token was chosen: the weights
+    of the forward that produced its logits, averaged over every layer and head."""
+    weights = torch.stack([w[0, :, -1, :len(prompt)] for w in record.attention.values()]).float()  # (L, H, S)
+    mean = weights.mean(dim=(0, 1))  # (S,)
+    best = torch.topk(mean, min(top, mean.numel()))
+    looked = "  ".join(f"{visible_piece(tokenizer.token_bytes(prompt[int(i)]))[:12]} {float(w):.2f}"
+                       for w, i in zip(best.values, best.indices))
+    return f"{step:>4}  {visible_piece(tokenizer.token_bytes(token)):<14.14}   {looked}"
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.prompt is not None:
-        prompt = argument_text(args.prompt, args.errors, "--prompt")
-    elif sys.stdin.isatty():
-        raise LucidError("give a prompt with --prompt, or pipe text in")
-    else:
-        prompt = read_stdin(args.errors)
+    prompt = text_or_stdin(args.prompt, args.errors, "a prompt with --prompt")
     system = argument_text(args.system, args.errors, "--system") if args.system is not None else None
     if not prompt.strip():
         raise LucidError("the prompt is empty")
@@ -63,19 +73,24 @@ def main(args: argparse.Namespace) -> int:
     elif args.system:
         raise LucidError("--system needs --chat")
 
+    ids = prompt_ids(tokenizer, prompt)
+    rows = args.show_probs or args.show_attention  # one line per token instead of the text as it streams
     if args.show_probs:
         print(f"{'step':>4}  {'chosen':<14} {'p':>6}   top 5 next tokens")
+    if args.show_attention:
+        print(f"{'step':>4}  {'chosen':<14}   the prompt tokens it was chosen looking at most (all layers and heads)")
     response, pieces = None, []
-    for step, response in enumerate(stream_generate(model, tokenizer, prompt, settings=settings), 1):
-        if args.show_probs:
-            print(probability_row(tokenizer, step, response.token, response.logprobs), flush=True)
-            pieces.append(response.text)
-        else:
-            print(response.text, end="", flush=True)
-    if args.show_probs:
-        print("\n" + "".join(pieces))
-    else:
-        print()
+    with probe(model, attention="all" if args.show_attention else ()) as recorded:
+        for step, response in enumerate(stream_generate(model, tokenizer, ids, settings=settings), 1):
+            if args.show_probs:
+                print(probability_row(tokenizer, step, response.token, response.logprobs), flush=True)
+            if args.show_attention:
+                print(attention_row(tokenizer, step, response.token, recorded.last, ids), flush=True)
+            if rows:
+                pieces.append(response.text)
+            else:
+                print(response.text, end="", flush=True)
+    print("\n" + "".join(pieces) if rows else "")
     if args.verbose and response is not None:
         print(f"[{response.prompt_tokens} prompt tokens, {response.prompt_tps:.1f} tok/s; "
               f"{response.generation_tokens} generated, {response.generation_tps:.1f} tok/s; "

@@ -72,6 +72,15 @@ def argument_text(text: str, errors: str = "strict", what: str = "the argument")
     return decode_text(text.encode("utf-8", errors="surrogateescape"), errors, what)
 
 
+def text_or_stdin(text: str | None, errors: str, what: str) -> str:
+    """An argument's text, or standard input's when the argument is absent (and not a terminal)."""
+    if text is not None:
+        return argument_text(text, errors, what)
+    if sys.stdin.isatty():
+        raise LucidError(f"give {what}, or pipe text in")
+    return read_stdin(errors)
+
+
 def add_input_errors_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--errors", choices=INPUT_ERRORS, default="strict",
                         help="input that is not UTF-8: stop with an error (default) or replace the bad bytes")
