@@ -210,7 +210,8 @@ class Repl:
             try:
                 line = input("> ")
             except UnicodeDecodeError as exc:  # where the terminal's encoding reads strictly
-                raise LucidError(f"that line is not UTF-8: byte 0x{exc.object[exc.start]:02X} at offset {exc.start}") from None
+                raise LucidError(f"that line is not UTF-8: byte 0x{exc.object[exc.start]:02X} "
+                                 f"at offset {exc.start}") from None
             return argument_text(line, self.errors, "that line")
         raw = sys.stdin.buffer.readline()
         if not raw:

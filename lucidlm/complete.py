@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 import torch
 
 from .errors import LucidError
 from .files import add_input_errors_option, argument_text, text_or_stdin
-from .generation import GenerationSettings, stream_generate
+from .generation import GenerationSettings, PromptCache, stream_generate
 from .generation.text import prompt_ids
 from .model import probe
 from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
@@ -46,15 +47,18 @@ def probability_row(tokenizer, step: int, token: int, logprobs: torch.Tensor) ->
     return f"{step:>4}  {chosen}   {others}"
 
 
-def attention_row(tokenizer, step: int, token: int, record, prompt: list[int], top: int = 3) -> str:
+def attention_row(tokenizer, step: int, token: int, record, prompt: list[int], cache: PromptCache,
+                  top: int = 3) -> str:
     """The prompt tokens the last query attended to most when this token was chosen: the weights
     of the forward that produced its logits, averaged over every layer and head."""
+    choice = f"{step:>4}  {visible_piece(tokenizer.token_bytes(token)):<14.14}   "
+    if cache.cache.evicted or cache.tokens[:len(prompt)] != prompt:  # shifted or slid: slots are not the prompt
+        return choice + "(the prompt has left the context)"
     weights = torch.stack([w[0, :, -1, :len(prompt)] for w in record.attention.values()]).float()  # (L, H, S)
     mean = weights.mean(dim=(0, 1))  # (S,)
     best = torch.topk(mean, min(top, mean.numel()))
-    looked = "  ".join(f"{visible_piece(tokenizer.token_bytes(prompt[int(i)]))[:12]} {float(w):.2f}"
-                       for w, i in zip(best.values, best.indices))
-    return f"{step:>4}  {visible_piece(tokenizer.token_bytes(token)):<14.14}   {looked}"
+    return choice + "  ".join(f"{visible_piece(tokenizer.token_bytes(prompt[int(i)]))[:12]} {float(w):.2f}"
+                              for w, i in zip(best.values, best.indices))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,12 +84,16 @@ def main(args: argparse.Namespace) -> int:
     if args.show_attention:
         print(f"{'step':>4}  {'chosen':<14}   the prompt tokens it was chosen looking at most (all layers and heads)")
     response, pieces = None, []
-    with probe(model, attention="all" if args.show_attention else ()) as recorded:
-        for step, response in enumerate(stream_generate(model, tokenizer, ids, settings=settings), 1):
+    cache = PromptCache(model)
+    watching = probe(model, attention="all", last_query=True) if args.show_attention else nullcontext()
+    with watching as recorded:
+        for step, response in enumerate(stream_generate(model, tokenizer, ids, settings=settings,
+                                                        prompt_cache=cache), 1):
             if args.show_probs:
                 print(probability_row(tokenizer, step, response.token, response.logprobs), flush=True)
             if args.show_attention:
-                print(attention_row(tokenizer, step, response.token, recorded.last, ids), flush=True)
+                print(attention_row(tokenizer, step, response.token, recorded.last, ids, cache), flush=True)
+                recorded.records.clear()  # only the forward that chose the next token is needed
             if rows:
                 pieces.append(response.text)
             else:

@@ -53,4 +53,5 @@ def reading(origin: object, what: str = "file") -> Iterator[None]:
     except MALFORMED as exc:
         detail = str(exc).splitlines()[0] if str(exc) else ""
         # from exc: `lucidlm --debug` shows where it happened, in case the fault is ours after all
-        raise FormatError(f"{origin}: malformed {what} ({type(exc).__name__}{': ' + detail if detail else ''})") from exc
+        why = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise FormatError(f"{origin}: malformed {what} ({why})") from exc

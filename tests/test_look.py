@@ -74,7 +74,7 @@ def test_masked_cells_are_masked_not_zero(model, tokenizer):
     table = view.table(1, 3, width=200)
     assert "key/value head 1, shared by heads 2-3" in table
     last_row = table.splitlines()[-1].split()
-    assert last_row[1:].count("·") == T - 4  # the masked cells, and nothing shown as 0.00 in their place
+    assert last_row[1:].count("–") == T - 4  # the masked cells, and nothing shown as 0.00 in their place
 
 
 def test_a_long_text_is_cut_to_the_terminal_with_a_marker(model, tokenizer):
@@ -104,6 +104,15 @@ def test_the_explorer_is_one_file_with_no_network_reference(model, tokenizer, tm
     assert page.count("</script>") == 2  # the JSON's own "</script>" is escaped
 
 
+def hostile_view():
+    """Labels that would break a page that pasted them in: a placeholder, a comment, a tag."""
+    tokens = ["__DATA__", "<!--", "<script>", "<img src=x onerror=alert(1)>", "__TITLE__"]
+    T = len(tokens)
+    weights = np.tril(np.ones((T, T)))[None, None] / np.arange(1, T + 1)[:, None]
+    return look.AttentionView(weights.astype(np.float32), np.tril(np.ones((T, T), bool))[None], [0], tokens, 1,
+                              text="".join(tokens))
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
@@ -131,10 +140,10 @@ def test_the_explorer_works_in_chromium(model, tokenizer, tmp_path, browser):
     first = lines()
     assert len(first) > 10
     page.select_option("#layer", "1")
-    assert lines() != first  # another layer: another picture
+    layer_1 = lines()
+    assert layer_1 != first  # another layer: another picture
     page.select_option("#head", "3")
-    one_head = lines()
-    assert one_head != first
+    assert lines() != layer_1  # another head of the same layer: another picture
     page.hover("#lines text.query[data-index='5']")
     dimmed = page.eval_on_selector_all("#lines path", "ps => ps.filter(p => !p.classList.contains('dim')).map(p => p.dataset.q)")
     assert dimmed and set(dimmed) == {"5"}  # only the hovered token's lines stay
@@ -150,6 +159,18 @@ def test_the_explorer_works_in_chromium(model, tokenizer, tmp_path, browser):
     assert errors == [] and requests == []
 
 
+def test_the_explorer_shows_any_text_as_text(tmp_path, browser):
+    path = hostile_view().html(tmp_path / "hostile.html")
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: (errors.append("dialog"), dialog.dismiss()))
+    page.goto(path.as_uri())
+    labels = page.eval_on_selector_all("#lines text.query", "ts => ts.map(t => t.textContent)")
+    assert labels == hostile_view().tokens and errors == []
+    assert page.eval_on_selector_all("#layer option", "os => os.length") == 1
+
+
 def test_next_token_shows_what_each_sampler_stage_removes(model, tokenizer):
     view = look.next_token(model, tokenizer, TEXT, top=8,
                            settings=GenerationSettings(temperature=0.7, top_k=5, top_p=0.9))
@@ -160,8 +181,9 @@ def test_next_token_shows_what_each_sampler_stage_removes(model, tokenizer):
     assert all(c.removed_by == "top-k" for c in view.candidates[5:])  # the 6th and later: beyond top-k 5
     kept = [c for c in view.candidates if c.removed_by is None]
     assert sum(c.sampled for c in kept) == pytest.approx(1.0, abs=1e-5) and len(kept) == view.kept
-    greedy = look.next_token(model, tokenizer, TEXT, top=3, settings=GenerationSettings())
+    greedy = look.next_token(model, tokenizer, TEXT, top=3, settings=GenerationSettings(top_k=2))
     assert greedy.kept == 1 and greedy.candidates[0].sampled == pytest.approx(1.0)
+    assert [c.removed_by for c in greedy.candidates] == [None, "greedy", "greedy"]  # top-k plays no part
 
 
 def test_the_last_layer_of_the_lens_is_the_models_output(model, tokenizer):
@@ -193,6 +215,7 @@ def test_pca_and_the_raw_plane(tokenizer):
 
 @pytest.mark.parametrize("call, message", [
     (lambda m, t: look.attention(m, t, TEXT, layers=[7]), "out of range"),
+    (lambda m, t: look.attention(m, t, TEXT, layers=[]), "at least one layer"),
     (lambda m, t: look.attention(m, t, TEXT).table(0, 9), "head 9 is not in this view"),
     (lambda m, t: look.attention(m, t, TEXT, layers=[0]).table(2), "layer 2 is not in this view"),
     (lambda m, t: look.attention(m, t, ""), "empty"),
@@ -237,7 +260,19 @@ def test_generate_shows_what_each_token_was_chosen_looking_at(capsys, saved, mod
     rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
     assert code == 0 and len(rows) == 4
     ids = tokenizer.encode(TEXT)
-    view = look.attention(model, tokenizer, TEXT)  # the first token was chosen at the prompt's last position
-    weights = torch.from_numpy(view.weights[:, :, -1]).mean(dim=(0, 1))
-    best = int(weights.argmax())
-    assert f"{view.tokens[best][:12]} {float(weights[best]):.2f}" in rows[0]
+    first = int(model(torch.tensor([ids]))[0, -1].argmax())
+    for row, text in ((rows[0], TEXT), (rows[1], ids + [first])):  # the prefill, then a step under the KV cache
+        view = look.attention(model, tokenizer, text)  # each token was chosen at the last position so far
+        weights = torch.from_numpy(view.weights[:, :, -1, :len(ids)]).mean(dim=(0, 1))
+        best = int(weights.argmax())
+        assert f"{view.tokens[best][:12]} {float(weights[best]):.2f}" in row
+
+
+def test_drawing_leaves_the_users_matplotlib_alone(model, tokenizer):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend, open_figures = matplotlib.get_backend(), plt.get_fignums()
+    look.attention(model, tokenizer, TEXT, layers=[0]).heatmap(0)
+    look.logit_lens(model, tokenizer, TEXT).heatmap()
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == open_figures

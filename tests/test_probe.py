@@ -150,3 +150,15 @@ def test_probes_may_overlap_and_return_attentions_works_inside_one():
     torch.testing.assert_close(attentions[1], inner.attention[1])
     assert len(outer.hidden) == 3 and set(outer.attention) == {0}
     assert all(block.attn.recorders == [] for block in model.blocks)
+
+
+def test_last_query_records_only_the_last_row():
+    model = tiny(sliding_window=3)
+    ids, mask = padded_ids()
+    with lucidlm.probe(model, attention="all") as full:
+        model(ids, attention_mask=mask)
+    with lucidlm.probe(model, attention="all", last_query=True) as last:
+        model(ids, attention_mask=mask)
+    for layer, weights in full.attention.items():
+        assert last.attention[layer].shape == (2, model.config.n_heads, 1, 9)
+        torch.testing.assert_close(last.attention[layer], weights[:, :, -1:])

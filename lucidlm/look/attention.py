@@ -23,10 +23,10 @@ from ..errors import LucidError
 from ..model import probe
 from ..model.mask import attention_mask
 from .explorer import write_explorer
-from .figures import pyplot, save_figure
+from .figures import colormap, new_figure, save_figure
 from .tokens import as_batch, labels, text_ids
 
-MASKED = "·"
+MASKED = "–"  # not "·", which is how a token's space is shown
 
 
 @dataclass
@@ -36,6 +36,7 @@ class AttentionView:
     layers: list[int]  # the model's layer index of each entry of `weights`
     tokens: list[str]  # the visible label of each token
     n_kv_heads: int
+    text: str = ""  # what was read, for titles
 
     @property
     def n_heads(self) -> int:
@@ -55,7 +56,8 @@ class AttentionView:
         if group == 1:
             return f"layer {layer}, head {head}"
         first = self.kv_head(head) * group
-        return f"layer {layer}, head {head} (key/value head {self.kv_head(head)}, shared by heads {first}-{first + group - 1})"
+        return (f"layer {layer}, head {head} (key/value head {self.kv_head(head)}, "
+                f"shared by heads {first}-{first + group - 1})")
 
     def matrix(self, layer: int, head: int | None = None) -> np.ma.MaskedArray:
         """(T, T) weights of one head (None: the mean over heads), the hidden cells masked."""
@@ -87,22 +89,16 @@ class AttentionView:
             lines.append(f"{self.tokens[q][:label_width - 1]:<{label_width}}{cells}")
         return "\n".join(lines)
 
-    def top_keys(self, layer: int, query: int, k: int = 3) -> list[tuple[str, float]]:
-        """The keys a query attends to most, averaged over heads."""
-        row = self.matrix(layer)[query].filled(0.0)
-        order = np.argsort(-row)[:k]
-        return [(self.tokens[j], float(row[j])) for j in order]
-
     # --- pictures --------------------------------------------------------------------------------
 
     def heatmap(self, layer: int):
         """A matplotlib Figure: every head of one layer, token labels on both axes, one colour bar."""
-        plt = pyplot()
         cols = math.ceil(math.sqrt(self.n_heads))
         rows = math.ceil(self.n_heads / cols)
         T = len(self.tokens)
         size = max(2.6, min(6.0, 0.28 * T))
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 1, rows * size), squeeze=False)
+        fig = new_figure(figsize=(cols * size + 1, rows * size))
+        axes = fig.subplots(rows, cols, squeeze=False)
         image = None
         for head, ax in enumerate(axes.flat):
             if head >= self.n_heads:
@@ -111,15 +107,16 @@ class AttentionView:
             image = _draw(ax, self.matrix(layer, head), self.tokens if T <= 40 else None)
             ax.set_title(f"head {head}" + (f" (kv {self.kv_head(head)})" if self.n_kv_heads != self.n_heads else ""),
                          fontsize=9)
-        fig.suptitle(f"layer {layer}: attention weights (rows: queries, columns: keys; grey: masked)")
+        unlabelled = "" if T <= 40 else f"; {T} tokens, too many to label"
+        fig.suptitle(f"layer {layer}: attention weights (rows: queries, columns: keys; grey: masked{unlabelled})")
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
         return fig
 
     def model_view(self):
         """Every probed layer (rows) and head (columns) as small multiples."""
-        plt = pyplot()
         L, H = len(self.layers), self.n_heads
-        fig, axes = plt.subplots(L, H, figsize=(H * 1.1 + 1, L * 1.1 + 0.6), squeeze=False, layout="constrained")
+        fig = new_figure(figsize=(H * 1.1 + 1, L * 1.1 + 0.6), layout="constrained")
+        axes = fig.subplots(L, H, squeeze=False)
         for i, layer in enumerate(self.layers):
             for head in range(H):
                 ax = axes[i, head]
@@ -133,13 +130,8 @@ class AttentionView:
 
     def save_pngs(self, folder: str | Path) -> list[Path]:
         """One heatmap per probed layer and the model view, as PNG files in `folder`."""
-        plt = pyplot()
-        written = []
-        for layer in [*self.layers, "all"]:  # one figure open at a time
-            fig = self.model_view() if layer == "all" else self.heatmap(layer)
-            written.append(save_figure(fig, Path(folder) / f"attention-layer-{layer}.png"))
-            plt.close(fig)
-        return written
+        return [save_figure(self.model_view() if layer == "all" else self.heatmap(layer),
+                            Path(folder) / f"attention-layer-{layer}.png") for layer in [*self.layers, "all"]]
 
     def html(self, path: str | Path) -> Path:
         """The explorer: one self-contained HTML page (see look/explorer.py)."""
@@ -147,8 +139,8 @@ class AttentionView:
 
 
 def _draw(ax, matrix: np.ma.MaskedArray, tokens: Sequence[str] | None):
-    cmap = pyplot().get_cmap("viridis").with_extremes(bad="#d9d9d9")  # masked cells: grey
-    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    # masked cells in grey
+    image = ax.imshow(matrix, cmap=colormap("viridis", bad="#d9d9d9"), vmin=0.0, vmax=1.0, interpolation="nearest")
     if tokens is None:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -170,6 +162,8 @@ def attention(model, tokenizer, text, layers: Iterable[int] | str | None = None)
     """Run `text` through the model once and keep the attention weights of `layers` (default: all)."""
     ids = text_ids(model, tokenizer, text)
     chosen = "all" if layers is None else layers
+    if not chosen:
+        raise LucidError("choose at least one layer to look at")
     with probe(model, attention=chosen) as p:
         model(as_batch(model, ids))
     kept = sorted(p.attention)
@@ -180,4 +174,4 @@ def attention(model, tokenizer, text, layers: Iterable[int] | str | None = None)
                for layer in kept]
     return AttentionView(weights=torch.stack([p.attention[layer][0] for layer in kept]).float().cpu().numpy(),
                          visible=torch.stack(visible).numpy(), layers=kept, tokens=labels(tokenizer, ids),
-                         n_kv_heads=config.n_kv_heads)
+                         n_kv_heads=config.n_kv_heads, text=text if isinstance(text, str) else "")

@@ -11,8 +11,10 @@ from ..files import add_input_errors_option, text_or_stdin
 from ..generation import GenerationSettings
 from ..options import add_generation_options, add_model_options, load_from_args, settings_from_args
 from .attention import attention
+from .explorer import check_page_size
+from .tokens import text_ids
 from .embeddings import embeddings_2d
-from .figures import pyplot, save_figure
+from .figures import save_figure
 from .lens import logit_lens
 from .next_token import next_token
 
@@ -32,7 +34,6 @@ def _text(args: argparse.Namespace) -> str:
 
 def _save(fig, path: str) -> None:
     print(f"wrote {save_figure(fig, path)}")
-    pyplot().close(fig)
 
 
 def _layers(text: str | None) -> list[int] | str | None:
@@ -59,9 +60,14 @@ def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
 def attention_main(args: argparse.Namespace) -> int:
     text = _text(args)
     model, tokenizer = load_from_args(args)
-    layer = model.config.n_layers - 1 if args.layer is None else args.layer
     pictures = args.png or args.html
-    chosen = _layers(args.layers) or ("all" if pictures else [layer])
+    chosen = _layers(args.layers) or ("all" if pictures else None)
+    layer = args.layer if args.layer is not None else \
+        chosen[0] if isinstance(chosen, list) else model.config.n_layers - 1
+    chosen = chosen or [layer]
+    if args.html:  # before the forward: a page too large to write is known from the sizes alone
+        check_page_size(model.config.n_layers if chosen == "all" else len(chosen), model.config.n_heads,
+                        len(text_ids(model, tokenizer, text)))
     view = attention(model, tokenizer, text, chosen)
     if not pictures or args.layer is not None or args.head is not None:
         print(view.table(layer, args.head, args.width))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LucidError
-from .figures import pyplot
+from .figures import new_figure
 from .tokens import labels
 
 
@@ -29,8 +29,8 @@ class EmbeddingView:
     explained: tuple[float, float] | None  # the share of variance each principal component keeps
 
     def scatter(self):
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 6))
+        fig = new_figure(figsize=(7, 6), layout="tight")
+        ax = fig.subplots()
         ax.scatter(self.points[:, 0], self.points[:, 1], s=14, color="#2456a6")
         for (x, y), label in zip(self.points, self.labels):
             ax.annotate(label, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
@@ -39,7 +39,6 @@ class EmbeddingView:
         ax.axhline(0, color="#ccc", linewidth=0.8, zorder=0)
         ax.axvline(0, color="#ccc", linewidth=0.8, zorder=0)
         ax.set_title(f"token embeddings ({len(self.labels)} tokens)")
-        fig.tight_layout()
         return fig
 
     def table(self) -> str:

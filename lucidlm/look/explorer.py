@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import LucidError
@@ -116,7 +117,7 @@ function drawMatrix(m) {
     const th = document.createElement("th"); th.className = "row tok"; th.textContent = D.tokens[q]; tr.appendChild(th);
     for (let k = 0; k < T; k++) {
       const td = tr.insertCell();
-      if (!visible(q, k)) { td.className = "masked"; td.textContent = "\u00b7"; continue; }
+      if (!visible(q, k)) { td.className = "masked"; td.textContent = "\u2013"; continue; }
       const w = m[q][k];
       td.style.background = `rgba(36, 86, 166, ${w.toFixed(3)})`;
       td.style.color = w > 0.5 ? "#fff" : "#222";
@@ -160,20 +161,28 @@ draw();
 """
 
 
+def check_page_size(n_layers: int, n_heads: int, n_tokens: int) -> None:
+    if n_layers * n_heads * n_tokens ** 2 > MAX_VALUES:
+        raise LucidError(f"{n_layers} layers x {n_heads} heads x {n_tokens}x{n_tokens} tokens is too much for one page "
+                         f"(at most {MAX_VALUES:,} weights): choose fewer --layers or a shorter text")
+
+
 def write_explorer(view, path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the explorer page for an AttentionView; returns the path."""
     L, H, T, _ = view.weights.shape
-    if L * H * T * T > MAX_VALUES:
-        raise LucidError(f"{L} layers x {H} heads x {T}x{T} tokens is too much for one page "
-                         f"(at most {MAX_VALUES:,} weights): choose fewer --layers or a shorter text")
+    check_page_size(L, H, T)
     data = {"tokens": view.tokens, "layers": view.layers, "n_heads": H, "n_kv_heads": view.n_kv_heads,
             "weights": [[[round(float(w), 3) for w in view.weights[i, h].ravel()] for h in range(H)]
                         for i in range(L)],
             "visible": [[int(v) for v in view.visible[i].ravel()] for i in range(L)]}
-    # JSON inside <script>: "</" would end the script element early, so it is escaped.
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
-    title = title or f"Attention: {' '.join(view.tokens)}"[:200]
-    page = PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+    # JSON inside <script>: "<", ">" and "&" are written as \u escapes, so no text ("</script>",
+    # "<!--") can change how the HTML parser reads the element (as Django's json_script does).
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    title = title or f"Attention: {view.text or ''.join(view.tokens)}"[:200]
+    # One pass, so a placeholder inside the title or the data is never substituted again.
+    fill = {"__TITLE__": html.escape(title), "__DATA__": payload}
+    page = re.sub("__TITLE__|__DATA__", lambda m: fill[m.group(0)], PAGE)
     path = Path(path)
     write_atomic(path, page)
     return path

@@ -4,7 +4,8 @@ of the sampler chain (temperature, top-k, top-p, min-p; generation/sampler.py) d
 `next_token(model, tokenizer, text, top=10, settings=GenerationSettings(...))` runs the text once
 and returns a NextTokenView: the top tokens with their probabilities before sampling, their
 probabilities after the whole chain, and which stage removed each one that a sampler could not
-draw. The same functions the sampler uses compute every stage.
+draw. The same functions the sampler uses compute every stage. (Penalties and a logit bias act on
+what has been generated, so a single next token shows the model's own probabilities.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from ..generation import GenerationSettings
 from ..generation.sampler import apply_temperature, min_p_filter, top_k_filter, top_p_filter
-from .figures import pyplot
+from .figures import new_figure
 from .tokens import as_batch, labels, text_ids
 
 
@@ -37,8 +38,10 @@ class NextTokenView:
 
     def table(self) -> str:
         s = self.settings
-        chain = f"temperature {s.temperature}, top-k {s.top_k or 'off'}, top-p {s.top_p}, min-p {s.min_p or 'off'}"
-        lines = [f"after: {''.join(self.text_tokens[-12:])}", f"sampler chain: {chain} ({self.kept} tokens left to draw from)",
+        chain = "greedy (temperature 0: the most likely token)" if s.temperature == 0 else \
+            f"temperature {s.temperature}, top-k {s.top_k or 'off'}, top-p {s.top_p}, min-p {s.min_p or 'off'}"
+        lines = [f"after: {''.join(self.text_tokens[-12:])}",
+                 f"sampler chain: {chain} ({self.kept} token{'s' if self.kept != 1 else ''} left to draw from)",
                  f"{'#':>3}  {'token':<16} {'p':>7}  {'sampled':>7}  removed by"]
         for n, c in enumerate(self.candidates, 1):
             lines.append(f"{n:>3}  {c.label[:16]:<16} {c.probability:>7.4f}  {c.sampled:>7.4f}  {c.removed_by or ''}")
@@ -46,8 +49,8 @@ class NextTokenView:
 
     def bar_chart(self):
         """A matplotlib Figure: the model's probabilities, and what the sampler draws from."""
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(self.candidates) + 1.2))
+        fig = new_figure(figsize=(8, 0.35 * len(self.candidates) + 1.2), layout="tight")
+        ax = fig.subplots()
         y = range(len(self.candidates))[::-1]
         ax.barh(y, [c.probability for c in self.candidates], color="#9db4d8", label="model (temperature 1)")
         ax.barh(y, [c.sampled for c in self.candidates], height=0.4, color="#2456a6", label="after the sampler chain")
@@ -55,7 +58,6 @@ class NextTokenView:
         ax.set_xlabel("probability")
         ax.set_title(f"next token after “{''.join(self.text_tokens[-8:])}”")
         ax.legend(loc="lower right")
-        fig.tight_layout()
         return fig
 
 
@@ -64,11 +66,13 @@ def next_token(model, tokenizer, text, top: int = 10, settings: GenerationSettin
     settings = settings or GenerationSettings(temperature=1.0)
     ids = text_ids(model, tokenizer, text)
     logits = model(as_batch(model, ids), logits_for="last")[0, -1].float()  # (V,)
-    stages = [("temperature", lambda x: apply_temperature(x, settings.temperature) if settings.temperature else x),
-              ("top-k", lambda x: top_k_filter(x, settings.top_k)), ("top-p", lambda x: top_p_filter(x, settings.top_p)),
-              ("min-p", lambda x: min_p_filter(x, settings.min_p))]
-    if settings.temperature == 0:  # greedy: only the most likely token is ever drawn
-        stages.append(("greedy", lambda x: torch.where(x == x.max(), x, torch.full_like(x, float("-inf")))))
+    if settings.temperature == 0:  # greedy: the argmax, whatever the other settings say (as the sampler does)
+        stages = [("greedy", lambda x: torch.where(x == x.max(), x, torch.full_like(x, float("-inf"))))]
+    else:  # sampler_chain's order
+        stages = [("temperature", lambda x: apply_temperature(x, settings.temperature)),
+                  ("top-k", lambda x: top_k_filter(x, settings.top_k)),
+                  ("top-p", lambda x: top_p_filter(x, settings.top_p)),
+                  ("min-p", lambda x: min_p_filter(x, settings.min_p))]
     removed_at: dict[int, str] = {}
     current = logits[None]
     for name, stage in stages:

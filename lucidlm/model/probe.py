@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import torch
 
 from ..errors import LucidError
+from .mask import Mask
 
 
 @dataclass
@@ -38,9 +39,10 @@ class Record:
 
 class Probe:
     def __init__(self, model, attention: Iterable[int] | str | bool = (), hidden: bool = False,
-                 qkv: Iterable[int] | str | bool = ()) -> None:
+                 qkv: Iterable[int] | str | bool = (), last_query: bool = False) -> None:
         n_layers = len(model.blocks)
         self.model = model
+        self.last_query = last_query  # record the last query's row only: (B, H, 1, S) whatever T is
         self.attention_layers = _layers(attention, n_layers, "attention")
         self.qkv_layers = _layers(qkv, n_layers, "qkv")
         self.want_hidden = hidden
@@ -107,6 +109,9 @@ class Probe:
     def _record_attention(self, attn, q, k, v, mask, position_bias) -> None:
         record, layer = self.records[-1], attn.layer_index
         if layer in self.attention_layers:
+            if self.last_query:
+                q, position_bias = q[:, :, -1:], position_bias[:, :, -1:] if position_bias is not None else None
+                mask = Mask(mask.visible[:, :, -1:] if mask.visible is not None else None)  # the last row sees all
             with torch.no_grad():
                 record.attention[layer] = attn.weights(q.detach(), k.detach(), mask, position_bias)
         if layer in self.qkv_layers:
@@ -131,10 +136,12 @@ def _layers(chosen: Iterable[int] | str | bool, n_layers: int, what: str) -> set
 
 @contextmanager
 def probe(model, attention: Iterable[int] | str | bool = (), hidden: bool = False,
-          qkv: Iterable[int] | str | bool = ()) -> Iterator[Probe]:
+          qkv: Iterable[int] | str | bool = (), last_query: bool = False) -> Iterator[Probe]:
     """Record inside `model` while the block runs: attention weights (B, H, T, S) of the chosen
-    layers, the residual stream after every block (hidden=True), queries, keys and values."""
-    p = Probe(model, attention, hidden, qkv)
+    layers (last_query=True: only the last query's row, (B, H, 1, S), which is all that generation
+    one token at a time needs), the residual stream after every block (hidden=True), queries, keys
+    and values."""
+    p = Probe(model, attention, hidden, qkv, last_query)
     try:
         p.attach()
         yield p

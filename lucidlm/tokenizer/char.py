@@ -10,7 +10,8 @@ import os
 from typing import Any, Iterable
 
 from ..errors import FormatError, LucidError
-from .files import CHAR_FORMAT, FORMAT_VERSION, write_ours
+from .files import write_ours
+from .our_format import CHAR_FORMAT, FORMAT_VERSION
 
 
 class CharTokenizer:

@@ -5,11 +5,8 @@ chat_template.jinja beside it), tiktoken rank files and GGUF metadata all become
 `Tokenizer.from_dict` / `CharTokenizer.from_dict` take (our format, below). Which reader applies is
 decided by `locate` (lucidlm/locate.py), the one place that tells what a path is.
 
-Our format (lucidlm-tokenizer.json) keeps the merges as the source of truth: the base tokens (the
-256 bytes and any token no merge makes), the merges [a, b, new] in rank order and the special
-tokens rebuild every token's bytes. A merge may also be [a, b] when the base tokens list every
-token (what the readers of other formats produce, in memory). A lucidlm-tokenizer.vocab file
-beside it shows each token for people and is never read back.
+Our dict format is described in our_format.py. A lucidlm-tokenizer.vocab file beside our JSON
+file shows each token for people and is never read back.
 """
 
 from __future__ import annotations
@@ -28,12 +25,11 @@ from ..files import read_json, write_atomic
 from ..gguf_file import read_metadata
 from ..locate import TOKENIZER_FILE, Location, locate
 from .byte_unicode import bytes_to_text, text_to_bytes
+from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, bpe_data
 from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
 
 OUR_FILE = TOKENIZER_FILE
 OUR_VOCAB_FILE = "lucidlm-tokenizer.vocab"
-FORMAT_VERSION = 1
-BPE_FORMAT, CHAR_FORMAT = "lucidlm.bpe", "lucidlm.char"
 
 
 # --- reading: any location -> our dict --------------------------------------------------------------
@@ -76,26 +72,6 @@ def read_ours(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
     if data.get("version") != FORMAT_VERSION:
         raise FormatError(f"{path}: unsupported tokenizer format version {data.get('version')!r}")
     return {**data, "origin": str(path)}
-
-
-def bpe_data(vocab: list[bytes], merges: list[tuple[int, int]], pre_tokenizer: PreTokenizer,
-             special_tokens: dict[str, int], origin: str, merge_rule: str = "merges",
-             **fields: Any) -> dict[str, Any]:
-    """Our dict from a vocabulary (id -> bytes; a special token: its UTF-8 text) and merge pairs in
-    rank order, with every token's bytes listed (what a reader makes: quick to build and to read)."""
-    special_ids = set(special_tokens.values())
-    return {"format": BPE_FORMAT, "version": FORMAT_VERSION, "origin": origin, "vocab_size": len(vocab),
-            "pre_tokenizer": pre_tokenizer.to_dict(), "merge_rule": merge_rule,
-            "base_tokens": {str(i): t.hex() for i, t in enumerate(vocab) if i not in special_ids},
-            "merges": [list(pair) for pair in merges], "special_tokens": dict(special_tokens), **fields}
-
-
-def made_by_merges(triples: list[tuple[int, int, int]]) -> set[int]:
-    """The tokens whose bytes a file may leave out: each is made by its first merge, whose parts
-    exist by then (some real vocabularies merge tokens that a later merge makes; those are kept)."""
-    first = {new: n for n, (_, _, new) in reversed(list(enumerate(triples)))}  # token -> its first merge
-    return {new for n, (a, b, new) in enumerate(triples)
-            if first[new] == n and first.get(a, -1) < n and first.get(b, -1) < n}
 
 
 # --- Hugging Face tokenizer.json -------------------------------------------------------------------

@@ -19,8 +19,8 @@ import regex
 from ..errors import MALFORMED, FormatError, LucidError
 from .bpe import merge_below, merge_piece, train_merges
 from .char import CharTokenizer
-from .files import (BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, made_by_merges, read_tokenizer_data, write_ours,
-                    write_tiktoken, write_tokenizer_json)
+from .files import read_tokenizer_data, write_ours, write_tiktoken, write_tokenizer_json
+from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, made_by_merges, vocab_and_merges
 from .pretokenizer import PreTokenizer
 
 CACHE_LIMIT = 1 << 18  # pieces; cleared when full, which real text reaches rarely
@@ -335,33 +335,7 @@ class Tokenizer:
     def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
         origin = data.get("origin") or "tokenizer"
         try:
-            size = int(data["vocab_size"])
-            defined = len(data["base_tokens"]) + len(data["merges"]) + len(data["special_tokens"])
-            if not 0 < size <= defined:  # before allocating: a vocab_size of 10**9 is not 10**9 tokens
-                raise FormatError(f"{origin}: vocab_size {size} does not fit the {defined} tokens the file defines")
-            vocab: list[bytes | None] = [None] * size
-            for key, hexed in data["base_tokens"].items():
-                i = int(key)
-                if key != str(i) or not 0 <= i < size:  # "0104" or "-3" would name another token silently
-                    raise FormatError(f"{origin}: base token key {key!r} is not a token id below {size}")
-                vocab[i] = bytes.fromhex(hexed)
-            for text, i in data["special_tokens"].items():
-                if not isinstance(i, int) or not 0 <= i < size or vocab[i] is not None:
-                    raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range "
-                                      f"or already a token")
-                vocab[i] = text.encode("utf-8")
-            merges = [(m[0], m[1]) for m in data["merges"]]  # each [a, b, new], or [a, b]
-            if None in vocab:  # tokens the file stores as their merge: rebuild them in rank order
-                for n, merge in enumerate(data["merges"]):
-                    a, b, new = merge
-                    if vocab[new] is None:
-                        if vocab[a] is None or vocab[b] is None:
-                            raise FormatError(f"{origin}: merge #{n} uses token {a if vocab[a] is None else b} "
-                                              f"before it exists")
-                        vocab[new] = vocab[a] + vocab[b]
-            holes = [i for i, t in enumerate(vocab) if t is None]
-            if holes:
-                raise FormatError(f"{origin}: token ids {holes[:5]} are defined by no byte, merge or special token")
+            vocab, merges = vocab_and_merges(data, origin)
             return cls(vocab, merges, PreTokenizer.from_dict(data["pre_tokenizer"]), data["special_tokens"],
                        merge_rule=data.get("merge_rule", "merges"), ignore_merges=data.get("ignore_merges", False),
                        bos_token=data.get("bos_token"), eos_token=data.get("eos_token"),
