@@ -20,6 +20,7 @@ import torch
 from .errors import LucidError
 from .files import add_input_errors_option, argument_text, decode_text, write_atomic
 from .generation import GenerationSettings, PromptCache, stream_generate
+from .generation.text import check_generates
 from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 
 HELP = """commands:
@@ -53,6 +54,7 @@ class ChatSession:
         """changes: GenerationSettings fields (or "temp") that override `settings`."""
         if tokenizer is None:
             raise LucidError("this model has no tokenizer, so it cannot chat")
+        check_generates(model)
         self.model, self.tokenizer = model, tokenizer
         self.system = system
         self.messages: list[dict[str, str]] = []

@@ -30,6 +30,10 @@ VERBS = {
              "next-token probabilities, and what each stage of the sampler removes"),
     "lens": ("lucidlm.look.commands", "add_lens_arguments", "lens_main",
              "logit lens: the best guess for the next token after every layer"),
+    "embed": ("lucidlm.encode", "add_embed_arguments", "embed_main",
+              "sentence embeddings of texts (an encoder such as all-MiniLM-L6-v2), with their cosine similarities"),
+    "fill-mask": ("lucidlm.encode", "add_fill_mask_arguments", "fill_mask_main",
+                  "the most likely tokens for each [MASK] in a text (a BERT with its masked-LM head)"),
     "embeddings": ("lucidlm.look.commands", "add_embeddings_arguments", "embeddings_main",
                    "token embeddings in a plane (PCA, or the raw plane of a 2-wide model)"),
 }

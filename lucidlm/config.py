@@ -20,6 +20,8 @@ NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu")
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "relative", "none")
 ROPE_SCALINGS = ("none", "linear", "llama3")
+HEADS = ("lm", "mlm", "none")  # next-token logits; masked-LM logits (BERT); none: the hidden states
+POOLINGS = ("none", "cls", "mean", "max")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class Config:
     sliding_window_layers: tuple[int, ...] | None = None  # None: every layer, when sliding_window is set
     causal: bool = True
     tie_embeddings: bool = False  # the LM head reuses the token embedding matrix
+    token_types: int = 0  # segment (token type) embeddings added to the tokens', BERT's A/B; 0: none
+    embedding_norm: bool = False  # a norm right after the embeddings (BERT)
+    head: str = "lm"  # what model(ids) returns: see HEADS
+    pooler: bool = False  # BERT's pooler: dense + tanh on the first token (model.pool)
+    pooling: str = "none"  # how model.encode makes one vector per text: see POOLINGS
+    normalize_pooled: bool = False  # L2-normalise those vectors
     dropout: float = 0.0  # on embeddings and residual branches, in training
     attention_dropout: float = 0.0  # on attention weights, in training
 
@@ -86,6 +94,10 @@ class Config:
         need(self.activation in ACTIVATIONS, "activation", f"must be one of {ACTIVATIONS}")
         need(self.position in POSITION_KINDS, "position", f"must be one of {POSITION_KINDS}")
         need(self.rope_scaling in ROPE_SCALINGS, "rope_scaling", f"must be one of {ROPE_SCALINGS}")
+        need(self.head in HEADS, "head", f"must be one of {HEADS}")
+        need(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
+        need(isinstance(self.token_types, int) and not isinstance(self.token_types, bool) and self.token_types >= 0,
+             "token_types", "must be a whole number >= 0")
         for name in ("norm_eps", "rope_base", "rope_scaling_factor"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, name,
@@ -102,7 +114,8 @@ class Config:
             need(self.sliding_window is not None, "sliding_window_layers", "needs sliding_window to be set")
             need(all(isinstance(i, int) and 0 <= i < self.n_layers for i in self.sliding_window_layers),
                  "sliding_window_layers", f"must list layer indices in [0, {self.n_layers})")
-        for name in ("norm_bias", "final_norm", "gated_mlp", "qkv_bias", "bias", "causal", "tie_embeddings"):
+        for name in ("norm_bias", "final_norm", "gated_mlp", "qkv_bias", "bias", "causal", "tie_embeddings",
+                     "embedding_norm", "pooler", "normalize_pooled"):
             need(isinstance(getattr(self, name), bool), name, "must be true or false")
 
     # --- derived facts -------------------------------------------------------------------------
@@ -150,6 +163,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
                   position="rope"),
     "mistral": dict(norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, bias=False,
                     position="rope"),
+    # An encoder: bidirectional, post-norm, learned positions, segment embeddings, a norm after them.
+    "bert": dict(norm="layernorm", norm_bias=True, norm_placement="post", final_norm=False, activation="gelu",
+                 gated_mlp=False, qkv_bias=True, bias=True, position="learned", causal=False, tie_embeddings=True,
+                 embedding_norm=True, token_types=2),
 }
 
 # Complete configs for training from scratch (vocab_size is replaced by the tokenizer's).

@@ -24,7 +24,7 @@ HF_CONFIG_FILE = "config.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
 
 MODEL_KINDS = ("gguf", "hf-folder", "checkpoint", "run")
-TOKENIZER_KINDS = ("ours", "tokenizer-json", "tiktoken")
+TOKENIZER_KINDS = ("ours", "tokenizer-json", "tiktoken", "vocab-txt")
 
 # A folder is the first of these whose marker file it holds (a run folder also holds our tokenizer;
 # an exported Hugging Face folder also holds ours).
@@ -66,6 +66,8 @@ def _locate_folder(folder: Path) -> Location:
     tiktokens = sorted(folder.glob("*.tiktoken"))
     if tiktokens:
         return Location("tiktoken", tiktokens[0])
+    if (folder / "vocab.txt").exists():
+        return Location("vocab-txt", folder / "vocab.txt")
     raise FormatError(f"{folder}: not a model folder (no {HF_CONFIG_FILE}, {CHECKPOINT_FILE} or single *.gguf) "
                       f"and no tokenizer ({TOKENIZER_FILE}, {HF_TOKENIZER_FILE}, *.tiktoken)")
 
@@ -78,6 +80,8 @@ def _locate_file(path: Path) -> Location:
         return Location("gguf", path)
     if path.suffix == ".tiktoken":
         return Location("tiktoken", path)
+    if path.name == "vocab.txt":
+        return Location("vocab-txt", path)
     if path.suffix == ".json":
         data = read_json(path)
         return Location("ours" if str(data.get("format", "")).startswith("lucidlm.") else "tokenizer-json", path)

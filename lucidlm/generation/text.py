@@ -72,6 +72,14 @@ class TextStream:
         return text
 
 
+def check_generates(model) -> None:
+    """Only a causal model with an LM head predicts the next token."""
+    config = model.config
+    if not config.causal or config.head != "lm":
+        raise LucidError("this model is an encoder: it reads a text whole and does not generate "
+                         "(try lucidlm embed, or lucidlm fill-mask for a masked-LM head)")
+
+
 def prompt_ids(tokenizer, prompt: str | Sequence[int]) -> list[int]:
     """A string prompt is the model's whole input as written, special tokens included; ids pass
     through. (Chat messages go through apply_chat_template, which keeps user text plain.)"""
@@ -126,6 +134,7 @@ class _Row:
 def _stream_requests(model, tokenizer, requests: list[Request],
                      prompt_cache: PromptCache | None = None) -> Iterator[GenerationResponse]:
     """The one loop every text API runs: the engine's tokens, each row's text and finish."""
+    check_generates(model)
     overflows = {r.settings.overflow for r in requests}
     if len(overflows) > 1:
         raise LucidError("the rows of one batch must share the overflow setting")

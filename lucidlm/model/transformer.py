@@ -19,6 +19,7 @@ from ..errors import LucidError
 from .attention import Attention
 from .context import ForwardContext
 from .kv_cache import KVCache
+from .heads import MLMHead, Pooler, pool
 from .linear import LMHead, TokenEmbedding
 from .mask import padding_of
 from .mlp import MLP
@@ -59,11 +60,15 @@ class Transformer(nn.Module):
         self.pos_emb = self.pos_emb(config) if self.pos_emb else None
         self.rope = RotaryEmbedding(config) if config.position == "rope" else None
         self.rel_bias = RelativePositionBias(config) if config.position == "relative" else None
+        self.type_emb = nn.Embedding(config.token_types, config.d_model) if config.token_types else None
+        self.emb_norm = make_norm(config) if config.embedding_norm else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
-        self.lm_head = LMHead(config.d_model, config.vocab_size,
-                              tied_to=self.tok_emb if config.tie_embeddings else None)
+        tied = self.tok_emb if config.tie_embeddings else None
+        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, tied_to=tied),
+                        "mlm": lambda: MLMHead(config, self.tok_emb), "none": lambda: None}[config.head]()
+        self.pooler = Pooler(config) if config.pooler else None
         # A zero-size buffer that follows .to(), .float() and .bfloat16(): the dtype activations
         # flow in and the device they live on, whatever the weights are stored as.
         self.register_buffer("anchor", torch.empty(0), persistent=False)
@@ -96,20 +101,18 @@ class Transformer(nn.Module):
     # --- the forward pass --------------------------------------------------------------------------
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               cache: KVCache | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+               cache: KVCache | None = None, positions: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> hidden states (B, T, C), the final norm applied.
 
         attention_mask (B, T): 1 for real tokens, 0 for padding (left or right). cache: past keys
         and values; the new tokens are appended to it. positions (B, T): by default real tokens
-        are counted from the cache's next position.
+        are counted from the cache's next position. token_type_ids (B, T): segments (default 0).
         """
         valid = padding_of(input_ids, attention_mask)  # (B, T) bool, or None: no padding
         if positions is None:
             positions = infer_positions(input_ids, valid, cache)
-        x = self.tok_emb(input_ids)  # (B, T, C)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        x = self.drop(x)
+        x = self.embed(input_ids, positions, token_type_ids)  # (B, T, C)
         context = self.forward_context(positions, valid, cache)
         for block in self.blocks:
             x = block(x, context)
@@ -117,18 +120,31 @@ class Transformer(nn.Module):
             cache.commit()
         return self.final_norm(x)
 
+    def embed(self, input_ids: torch.Tensor, positions: torch.Tensor,
+              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token + absolute position + segment embeddings, normed where the model says, (B, T, C)."""
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        if self.type_emb is not None:
+            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        return self.drop(self.emb_norm(x) if self.emb_norm is not None else x)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, positions: torch.Tensor | None = None,
-                return_attentions: bool = False, logits_for: str = "all"):
-        """input_ids (B, T) -> logits (B, T, V); arguments as for hidden().
+                return_attentions: bool = False, logits_for: str = "all",
+                token_type_ids: torch.Tensor | None = None):
+        """input_ids (B, T) -> the head's output: logits (B, T, V), or the hidden states (B, T, C)
+        of a model without a head; arguments as for hidden().
 
         logits_for="last": only the last position's logits (B, 1, V), which is all generation
         needs. return_attentions: also return each layer's attention weights (B, H, T, S), as
         recorded by a probe on every layer.
         """
         with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
-            x = self.hidden(input_ids, attention_mask, cache, positions)
-        logits = self.lm_head(x[:, -1:] if logits_for == "last" else x)
+            x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids)
+        x = x[:, -1:] if logits_for == "last" else x
+        logits = self.lm_head(x) if self.lm_head is not None else x
         if return_attentions:
             return logits, [recorded.attention[i] for i in range(self.config.n_layers)]
         return logits
@@ -141,6 +157,38 @@ class Transformer(nn.Module):
             positions, key_positions, key_valid, self.config.causal, cache=cache,
             rope=self.rope.angles(positions, self.dtype) if self.rope is not None else None,
             position_bias=self.rel_bias(positions, key_positions) if self.rel_bias is not None else None)
+
+    # --- one vector per text -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, texts: str | list[str], batch_size: int = 32, tokenizer=None,
+               convert_to_tensor: bool = True) -> torch.Tensor:
+        """Sentence embeddings (N, C): each text's hidden states pooled as Config.pooling says
+        (all-MiniLM-L6-v2: the mean over real tokens, L2-normalised), in batches, each text cut at
+        the tokenizer's model_max_length. The tokenizer defaults to the one load() attached."""
+        tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
+        if tokenizer is None or not callable(tokenizer):
+            raise LucidError("encode needs a tokenizer that makes batches (load() attaches the model's own)")
+        mode = self.config.pooling if self.config.pooling != "none" else "mean"
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if not texts:
+            return torch.zeros(0, self.config.d_model)
+        encoded = tokenizer(texts, truncation=True)
+        ids, types = encoded["input_ids"], encoded["token_type_ids"]
+        # Batches of texts of similar length waste little on padding: sort, then put back in order.
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
+        vectors = torch.empty(len(texts), self.config.d_model)
+        pad = tokenizer.pad_token_id or 0
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            width = len(ids[rows[0]])  # the longest of the batch
+            batch_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in rows], device=self.device)
+            batch_types = torch.tensor([types[i] + [0] * (width - len(ids[i])) for i in rows], device=self.device)
+            mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in rows], device=self.device)
+            hidden = self.hidden(batch_ids, mask, token_type_ids=batch_types)
+            vectors[rows] = pool(hidden, mask, mode, self.config.normalize_pooled).float().cpu()
+        return vectors[0] if single else vectors
 
     # --- switches and surgery ------------------------------------------------------------------
 
@@ -170,4 +218,5 @@ class Transformer(nn.Module):
             raise LucidError(f"cannot resize the vocabulary to {n} tokens")
         self.config = self.config.replace(vocab_size=n)
         self.tok_emb.resize(n)
-        self.lm_head.resize(n)
+        if self.lm_head is not None:
+            self.lm_head.resize(n)

@@ -6,6 +6,7 @@ from .char import CharTokenizer
 from .pretokenizer import PreTokenizer
 from .streaming import StreamingDetokenizer
 from .tokenizer import Tokenizer, load_tokenizer, tokenizer_from_dict
+from .wordpiece import WordPieceTokenizer
 
 __all__ = ["BasicBPE", "CharTokenizer", "PreTokenizer", "StreamingDetokenizer", "Tokenizer", "load_tokenizer",
-           "tokenizer_from_dict"]
+           "tokenizer_from_dict", "WordPieceTokenizer"]

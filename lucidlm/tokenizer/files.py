@@ -25,7 +25,7 @@ from ..files import read_json, write_atomic
 from ..gguf_file import read_metadata
 from ..locate import TOKENIZER_FILE, Location, locate
 from .byte_unicode import bytes_to_text, text_to_bytes
-from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, bpe_data
+from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, WORDPIECE_FORMAT, bpe_data
 from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
 
 OUR_FILE = TOKENIZER_FILE
@@ -49,11 +49,14 @@ def read_tokenizer_data(path: str | os.PathLike | Location, required: bool = Tru
 
 
 def _read_from_folder(folder: Path, **options: Any) -> dict[str, Any] | None:
-    """A model folder: our tokenizer if it has one (a run, a checkpoint, an export), else tokenizer.json."""
+    """A model folder: our tokenizer if it has one (a run, a checkpoint, an export), else
+    tokenizer.json, else a BERT vocab.txt."""
     if (folder / OUR_FILE).exists():
         return read_ours(folder / OUR_FILE)
     if (folder / "tokenizer.json").exists():
         return read_tokenizer_json(folder / "tokenizer.json")
+    if (folder / "vocab.txt").exists():
+        return read_vocab_txt(folder / "vocab.txt")
     return None
 
 
@@ -67,7 +70,7 @@ def _read_gguf(path: Path, **options: Any) -> dict[str, Any] | None:
 def read_ours(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
     path = Path(path)
     data = read_json(path)
-    if data.get("format") not in (BPE_FORMAT, CHAR_FORMAT):
+    if data.get("format") not in (BPE_FORMAT, CHAR_FORMAT, WORDPIECE_FORMAT):
         raise FormatError(f"{path}: unknown tokenizer kind {data.get('format')!r}")
     if data.get("version") != FORMAT_VERSION:
         raise FormatError(f"{path}: unsupported tokenizer format version {data.get('version')!r}")
@@ -124,8 +127,11 @@ def read_tokenizer_json(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
     model = data.get("model")
     if not isinstance(model, dict):
         raise FormatError(f"{origin}: no 'model' section; not a tokenizer.json")
+    if model.get("type") == "WordPiece":
+        return wordpiece_json_data(data, origin)
     if model.get("type") != "BPE":
-        raise FormatError(f"{origin}: unsupported tokenizer kind {model.get('type')!r} (only byte-level BPE)")
+        raise FormatError(f"{origin}: unsupported tokenizer kind {model.get('type')!r} (byte-level BPE and "
+                          f"WordPiece are supported)")
     if model.get("byte_fallback"):
         raise FormatError(f"{origin}: byte-fallback (SentencePiece-style) BPE is not supported")
     if data.get("normalizer") is not None:
@@ -185,6 +191,72 @@ def read_tokenizer_json(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
                     bos_token=_token_text(config.get("bos_token")), eos_token=_token_text(config.get("eos_token")),
                     pad_token=_token_text(config.get("pad_token")), unk_token=_token_text(config.get("unk_token")),
                     add_bos_token=add_bos, chat_template=template)
+
+
+# --- WordPiece: BERT's vocab.txt and tokenizer.json ------------------------------------------------
+
+def _bert_config(folder: Path) -> dict[str, Any]:
+    """tokenizer_config.json's BERT switches, when it is there."""
+    config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").exists() else {}
+    out = {"lowercase": bool(config.get("do_lower_case", True)), "strip_accents": config.get("strip_accents"),
+           "chinese_chars": bool(config.get("tokenize_chinese_chars", True))}
+    for name in ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token"):
+        text = _token_text(config.get(name))
+        if text:
+            out[name] = text
+    if isinstance(config.get("model_max_length"), int) and 0 < config["model_max_length"] < 1 << 24:
+        out["model_max_length"] = config["model_max_length"]
+    return out
+
+
+def read_vocab_txt(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
+    """One piece per line, the line number its id (BERT's vocab.txt)."""
+    path = Path(path)
+    try:
+        pieces = path.read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path}: not UTF-8 (invalid byte at offset {exc.start})") from None
+    if pieces and pieces[-1] == "":
+        pieces.pop()
+    seen: dict[str, int] = {}
+    for n, piece in enumerate(pieces, 1):
+        if piece in seen:
+            raise FormatError(f"{path}: line {n}: piece {piece!r} already has a line ({seen[piece]})")
+        seen[piece] = n
+    return {"format": WORDPIECE_FORMAT, "version": FORMAT_VERSION, "origin": str(path), "vocab": pieces,
+            **_bert_config(path.parent)}
+
+
+def wordpiece_json_data(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """tokenizer.json with a WordPiece model, BertNormalizer and BertPreTokenizer."""
+    model, normalizer = data["model"], data.get("normalizer") or {}
+    if normalizer.get("type") not in (None, "BertNormalizer"):
+        raise FormatError(f"{origin}: WordPiece with a {normalizer.get('type')} normaliser is not supported")
+    if (data.get("pre_tokenizer") or {}).get("type") not in (None, "BertPreTokenizer"):
+        raise FormatError(f"{origin}: WordPiece with pre-tokenizer {data['pre_tokenizer'].get('type')!r} "
+                          f"is not supported")
+    vocab_map: dict[str, int] = model["vocab"]
+    ids = sorted(vocab_map.values())
+    if ids != list(range(len(ids))):
+        raise FormatError(f"{origin}: WordPiece ids must run from 0 without gaps or repeats")
+    pieces = [""] * len(ids)
+    for piece, i in vocab_map.items():
+        pieces[i] = piece
+    specials = {t["content"]: int(t["id"]) for t in data.get("added_tokens", []) if t.get("special")}
+    for text, i in specials.items():
+        if vocab_map.get(text, i) != i or not 0 <= i < len(pieces):
+            raise FormatError(f"{origin}: special token {text!r} has id {i}, which is another piece's")
+    fields = {**_bert_config(Path(origin).parent), "special_tokens": specials,
+              "prefix": model.get("continuing_subword_prefix", "##"),
+              "max_input_chars_per_word": int(model.get("max_input_chars_per_word", 100)),
+              "unk_token": model.get("unk_token", "[UNK]")}
+    if normalizer:
+        fields.update(lowercase=bool(normalizer.get("lowercase", True)), strip_accents=normalizer.get("strip_accents"),
+                      clean_text=bool(normalizer.get("clean_text", True)),
+                      chinese_chars=bool(normalizer.get("handle_chinese_chars", True)))
+    return {"format": WORDPIECE_FORMAT, "version": FORMAT_VERSION, "origin": origin, "vocab": pieces, **fields}
 
 
 # --- tiktoken rank files ---------------------------------------------------------------------------
@@ -298,6 +370,7 @@ def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | 
 # kind (from locate) -> reader(path, **options) -> our dict, or None for a model without a tokenizer
 READERS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "ours": read_ours,
+    "vocab-txt": read_vocab_txt,
     "tokenizer-json": read_tokenizer_json,
     "tiktoken": read_tiktoken,
     "gguf": _read_gguf,
@@ -316,7 +389,7 @@ def write_ours(tok, directory: str | os.PathLike) -> None:
     data = tok.to_dict()
     write_atomic(directory / OUR_FILE, json.dumps(data, ensure_ascii=False, indent=1 if data["format"] == CHAR_FORMAT
                                                    else None))
-    if data["format"] == BPE_FORMAT:
+    if data["format"] == BPE_FORMAT:  # a listing for people; WordPiece writes its vocab.txt instead
         origin = {new: (a, b) for a, b, new in data["merges"]}
         lines = []
         for i, token in enumerate(tok.vocab):
@@ -360,6 +433,41 @@ def write_tokenizer_json(tok, path: str | os.PathLike) -> None:
     if tok.chat_template:
         config["chat_template"] = tok.chat_template
     write_atomic(path.parent / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
+
+
+def write_vocab_txt(tok, directory: str | os.PathLike) -> None:
+    write_atomic(Path(directory) / "vocab.txt", "\n".join(tok.vocab) + "\n")
+
+
+def write_wordpiece_json(tok, directory: str | os.PathLike) -> None:
+    """tokenizer.json and tokenizer_config.json for a WordPiece tokenizer, as BERT ships them."""
+    directory = Path(directory)
+    cls, sep = tok.cls_token, tok.sep_token
+    template = {"single": [{"SpecialToken": {"id": cls, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": sep, "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": cls, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": sep, "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                         {"SpecialToken": {"id": sep, "type_id": 1}}],
+                "special_tokens": {t: {"id": t, "ids": [tok.token_id(t)], "tokens": [t]} for t in (cls, sep)}}
+    data = {"version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True}
+                             for t, i in sorted(tok.special_tokens.items(), key=lambda kv: kv[1])],
+            "normalizer": {"type": "BertNormalizer", "clean_text": tok.clean_text,
+                           "handle_chinese_chars": tok.chinese_chars, "strip_accents": tok.strip_accents,
+                           "lowercase": tok.lowercase},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "TemplateProcessing", **template},
+            "decoder": {"type": "WordPiece", "prefix": tok.prefix, "cleanup": True},
+            "model": {"type": "WordPiece", "unk_token": tok.unk_token, "continuing_subword_prefix": tok.prefix,
+                      "max_input_chars_per_word": tok.max_input_chars_per_word,
+                      "vocab": {piece: i for i, piece in enumerate(tok.vocab)}}}
+    write_atomic(directory / "tokenizer.json", json.dumps(data, ensure_ascii=False))
+    config = {"tokenizer_class": "BertTokenizerFast", "do_lower_case": tok.lowercase,
+              "strip_accents": tok.strip_accents, "tokenize_chinese_chars": tok.chinese_chars,
+              "model_max_length": tok.model_max_length,
+              **{name: getattr(tok, name) for name in ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token")}}
+    write_atomic(directory / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
 
 
 def write_tiktoken(tok, path: str | os.PathLike) -> None:

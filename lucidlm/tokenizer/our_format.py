@@ -15,7 +15,7 @@ from ..errors import FormatError
 from .pretokenizer import PreTokenizer
 
 FORMAT_VERSION = 1
-BPE_FORMAT, CHAR_FORMAT = "lucidlm.bpe", "lucidlm.char"
+BPE_FORMAT, CHAR_FORMAT, WORDPIECE_FORMAT = "lucidlm.bpe", "lucidlm.char", "lucidlm.wordpiece"
 
 
 def bpe_data(vocab: list[bytes], merges: list[tuple[int, int]], pre_tokenizer: PreTokenizer,

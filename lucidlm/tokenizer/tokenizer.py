@@ -20,7 +20,8 @@ from ..errors import MALFORMED, FormatError, LucidError
 from .bpe import merge_below, merge_piece, train_merges
 from .char import CharTokenizer
 from .files import read_tokenizer_data, write_ours, write_tiktoken, write_tokenizer_json
-from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, made_by_merges, vocab_and_merges
+from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, WORDPIECE_FORMAT, made_by_merges, vocab_and_merges
+from .wordpiece import WordPieceTokenizer
 from .pretokenizer import PreTokenizer
 
 CACHE_LIMIT = 1 << 18  # pieces; cleared when full, which real text reaches rarely
@@ -369,8 +370,9 @@ class Tokenizer:
 
 
 def tokenizer_from_dict(data: dict[str, Any]):
-    """Our dict format -> the tokenizer it describes (byte-level BPE or characters)."""
-    return CharTokenizer.from_dict(data) if data.get("format") == CHAR_FORMAT else Tokenizer.from_dict(data)
+    """Our dict format -> the tokenizer it describes (byte-level BPE, WordPiece or characters)."""
+    kinds = {CHAR_FORMAT: CharTokenizer, WORDPIECE_FORMAT: WordPieceTokenizer}
+    return kinds.get(data.get("format"), Tokenizer).from_dict(data)
 
 
 def load_tokenizer(path: str | os.PathLike, **options: Any):

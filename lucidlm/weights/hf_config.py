@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..config import FAMILIES, Config
 from ..errors import FormatError
-from .name_tables import HF_GPT2, HF_LLAMA, NameTable
+from .name_tables import HF_BERT, HF_GPT2, HF_LLAMA, NameTable
 
 ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "silu": "silu", "swish": "silu", "relu": "relu"}
@@ -114,12 +114,35 @@ def _config(switches: dict[str, Any], **fields: Any) -> Config:
     return Config(**{**switches, **fields})
 
 
+def _bert(data: dict[str, Any], origin: str) -> Config:
+    if data.get("position_embedding_type", "absolute") != "absolute":
+        raise FormatError(f"{origin}: BERT position_embedding_type {data['position_embedding_type']!r} is not supported")
+    for flag in ("is_decoder", "add_cross_attention"):
+        if data.get(flag):
+            raise FormatError(f"{origin}: BERT option {flag} is not supported")
+    return _config(FAMILIES["bert"], vocab_size=data["vocab_size"], context_length=data["max_position_embeddings"],
+                   d_model=data["hidden_size"], n_layers=data["num_hidden_layers"],
+                   n_heads=data["num_attention_heads"], d_ff=data["intermediate_size"],
+                   norm_eps=data.get("layer_norm_eps", 1e-12), activation=_activation(data.get("hidden_act", "gelu"), origin),
+                   token_types=data.get("type_vocab_size", 2), dropout=data.get("hidden_dropout_prob", 0.0),
+                   attention_dropout=data.get("attention_probs_dropout_prob", 0.0))
+
+
+def _bert_heads(names: list[str]) -> dict[str, Any]:
+    """BertModel, BertForMaskedLM and BertForPreTraining share config.json: the tensors say which
+    heads there are."""
+    return {"head": "mlm" if any(n.startswith("cls.predictions.") for n in names) else "none",
+            "pooler": any(n.endswith("pooler.dense.weight") for n in names)}
+
+
 @dataclass(frozen=True)
 class HFFamily:
-    """A Hugging Face model_type: how its config.json becomes a Config, how its tensors are named."""
+    """A Hugging Face model_type: how its config.json becomes a Config, how its tensors are named,
+    and (for families whose files differ in heads) which heads the tensors show."""
 
     read: Callable[[dict[str, Any], str], Config]
     table: NameTable
+    heads: Callable[[list[str]], dict[str, Any]] | None = None
 
 
 # model_type -> family; a new family is one entry here (and its name table).
@@ -128,6 +151,7 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "llama": HFFamily(_llama_like, HF_LLAMA),
     "mistral": HFFamily(_llama_like, HF_LLAMA),
     "qwen2": HFFamily(_llama_like, HF_LLAMA),
+    "bert": HFFamily(_bert, HF_BERT, _bert_heads),
 }
 
 

@@ -3,6 +3,7 @@ generation settings. Pickled *.bin weights are refused: loading them could run a
 
 from __future__ import annotations
 
+import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,44 @@ def eos_ids_from(folder: Path) -> set[int]:
             ids.update(values)
     return ids
 
+
+
+def sentence_pooling(folder: Path) -> dict[str, Any]:
+    """A sentence-transformers folder's pooling (1_Pooling/config.json) and whether modules.json
+    ends in Normalize, as Config fields; {} for a plain model folder."""
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return {}
+    modules = read_json_list(modules_file)
+    out: dict[str, Any] = {}
+    for module in modules:
+        kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+        if kind.endswith(".Pooling"):
+            pooling = read_json(folder / str(module.get("path", "")) / "config.json")
+            modes = [mode for mode in ("cls", "mean", "max") if pooling.get(f"pooling_mode_{mode}_token" if mode != "mean"
+                                                                           else "pooling_mode_mean_tokens")]
+            if len(modes) != 1 or pooling.get("pooling_mode_mean_sqrt_len_tokens"):
+                raise FormatError(f"{folder}: pooling {pooling} is not one of cls, mean, max")
+            out["pooling"] = modes[0]
+        elif kind.endswith(".Normalize"):
+            out["normalize_pooled"] = True
+        elif kind and not kind.endswith(".Transformer"):
+            raise FormatError(f"{folder}: sentence-transformers module {kind} is not supported")
+    return out
+
+
+def max_seq_length(folder: Path) -> int | None:
+    """sentence_bert_config.json's max_seq_length: where encode() cuts a text."""
+    path = folder / "sentence_bert_config.json"
+    value = read_json(path).get("max_seq_length") if path.exists() else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def read_json_list(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise FormatError(f"{path}: expected a JSON list")
+    return data

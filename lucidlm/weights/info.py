@@ -19,16 +19,24 @@ def _mechanisms(config: Config) -> str:
                  "MQA" if config.n_kv_heads == 1 else f"GQA {config.n_heads}/{config.n_kv_heads}")
     mlp = f"{'gated ' if config.gated_mlp else ''}{config.activation}"
     window = f", window {config.sliding_window}" if config.sliding_window else ""
-    return f"{config.norm} ({config.norm_placement}), {config.position} positions, {attention}, {mlp} MLP{window}"
+    encoder = "" if config.causal else ", bidirectional"
+    segments = f", {config.token_types} token types" if config.token_types else ""
+    head = {"lm": "", "mlm": ", masked-LM head", "none": ", no head"}[config.head]
+    pooling = f", {config.pooling} pooling{' (normalised)' if config.normalize_pooled else ''}" \
+        if config.pooling != "none" else ""
+    return (f"{config.norm} ({config.norm_placement}), {config.position} positions, {attention}, {mlp} MLP"
+            f"{window}{encoder}{segments}{head}{pooling}")
 
 
 def _tokenizer_rows(tokenizer) -> list[tuple[str, str]]:
     if tokenizer is None:
         return [("tokenizer", "none"), ("chat template", "no")]
-    kind = "characters" if tokenizer.kind == "char" else \
-        f"byte-level BPE ({tokenizer.pre_tokenizer.name or 'custom'} split, {tokenizer.merge_rule})"
-    template = "yes" if tokenizer.chat_template else \
-        "no (chat is a plain transcript)" if tokenizer.kind == "char" else "no (ChatML fallback)"
+    kind = {"char": "characters",
+            "wordpiece": f"WordPiece ({'lowercased' if getattr(tokenizer, 'lowercase', False) else 'cased'})"}.get(
+        tokenizer.kind) or f"byte-level BPE ({tokenizer.pre_tokenizer.name or 'custom'} split, {tokenizer.merge_rule})"
+    template = "yes" if tokenizer.chat_template else {"char": "no (chat is a plain transcript)",
+                                                      "wordpiece": "no (an encoder does not chat)"}.get(
+        tokenizer.kind, "no (ChatML fallback)")
     return [("tokenizer", f"{kind}, {tokenizer.vocab_size} tokens"), ("chat template", template)]
 
 

@@ -83,4 +83,5 @@ def load(path: str | os.PathLike | None = None, dtype: torch.dtype | str | None 
         model = build_model(source, dtype, device)
         tokenizer = source.tokenizer()
     model.source = str(source.path)
+    model.tokenizer = tokenizer  # for model.encode(texts), sentence-transformers' way
     return model, tokenizer

@@ -40,6 +40,14 @@ class NameTable:
                                             row.zero_if_absent)
         return out
 
+    def spellings(self, source: str) -> tuple[str, ...]:
+        """The ways a source name may appear in the rows: as it is, with the optional prefix added
+        (the rows carry it, the file does not) or removed (the file carries it, the rows do not)."""
+        prefix = self.optional_prefix
+        if not prefix:
+            return (source,)
+        return (source, prefix + source, source.removeprefix(prefix))
+
     def ignored(self, source: str) -> bool:
         return any(re.fullmatch(p, source) for p in self.ignore)
 
@@ -162,4 +170,42 @@ GGUF_GPT2 = NameTable(
         ("output_norm.bias", "final_norm.bias"),
         ("output.weight", "lm_head.weight"),
     ),
+)
+
+# BERT: separate query/key/value (fused into our qkv), post-norm blocks, the masked-LM head's
+# transform and bias (its decoder is the word embedding), the pooler. BertForMaskedLM prefixes
+# the encoder's names with "bert."; BertModel does not.
+HF_BERT = NameTable(
+    "Hugging Face BERT",
+    _rows(
+        ("embeddings.word_embeddings.weight", "tok_emb.weight"),
+        ("embeddings.position_embeddings.weight", "pos_emb.weight"),
+        ("embeddings.token_type_embeddings.weight", "type_emb.weight"),
+        ("embeddings.LayerNorm.weight", "emb_norm.weight"),
+        ("embeddings.LayerNorm.bias", "emb_norm.bias"),
+        *[(f"encoder.layer.{{i}}.attention.self.{name}.{kind}", f"blocks.{{i}}.attn.qkv.{kind}", part)
+          for name, part in (("query", "q"), ("key", "k"), ("value", "v")) for kind in ("weight", "bias")],
+        ("encoder.layer.{i}.attention.output.dense.weight", "blocks.{i}.attn.out.weight"),
+        ("encoder.layer.{i}.attention.output.dense.bias", "blocks.{i}.attn.out.bias"),
+        ("encoder.layer.{i}.attention.output.LayerNorm.weight", "blocks.{i}.attn_norm.weight"),
+        ("encoder.layer.{i}.attention.output.LayerNorm.bias", "blocks.{i}.attn_norm.bias"),
+        ("encoder.layer.{i}.intermediate.dense.weight", "blocks.{i}.mlp.up.weight"),
+        ("encoder.layer.{i}.intermediate.dense.bias", "blocks.{i}.mlp.up.bias"),
+        ("encoder.layer.{i}.output.dense.weight", "blocks.{i}.mlp.down.weight"),
+        ("encoder.layer.{i}.output.dense.bias", "blocks.{i}.mlp.down.bias"),
+        ("encoder.layer.{i}.output.LayerNorm.weight", "blocks.{i}.mlp_norm.weight"),
+        ("encoder.layer.{i}.output.LayerNorm.bias", "blocks.{i}.mlp_norm.bias"),
+        ("pooler.dense.weight", "pooler.dense.weight"),
+        ("pooler.dense.bias", "pooler.dense.bias"),
+        ("cls.predictions.transform.dense.weight", "lm_head.transform.weight"),
+        ("cls.predictions.transform.dense.bias", "lm_head.transform.bias"),
+        ("cls.predictions.transform.LayerNorm.weight", "lm_head.norm.weight"),
+        ("cls.predictions.transform.LayerNorm.bias", "lm_head.norm.bias"),
+        ("cls.predictions.bias", "lm_head.decoder.bias"),
+    ),
+    # position_ids is a buffer; the decoder's weight and bias are the embedding's and the bias
+    # above (tied copies, when saved); next-sentence prediction is not a head lucidlm has.
+    ignore=(r"(bert\.)?embeddings\.position_ids", r"cls\.predictions\.decoder\.(weight|bias)",
+            r"cls\.seq_relationship\..*"),
+    optional_prefix="bert.",
 )

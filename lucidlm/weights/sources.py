@@ -27,7 +27,7 @@ from ..tokenizer.files import gguf_tokenizer_data, read_tokenizer_data
 from .checkpoint import FORMAT, VERSION
 from .gguf_model import config_from_gguf, gguf_table
 from .hf_config import HF_FAMILIES, config_from_hf
-from .hf_folder import SafetensorsSource, eos_ids_from
+from .hf_folder import SafetensorsSource, eos_ids_from, max_seq_length, sentence_pooling
 from .name_tables import NameTable, Row
 from .translate import count_layers
 
@@ -163,10 +163,18 @@ class HFFolderSource(SafetensorsFolder):
         super().__init__(path)
         self.data = read_json(path / HF_CONFIG_FILE)
         self.config, self.family = config_from_hf(self.data, str(path))
-        self.table = HF_FAMILIES[self.family].table
+        family = HF_FAMILIES[self.family]
+        self.table = family.table
+        changes = {**(family.heads(self.names) if family.heads else {}), **sentence_pooling(path)}
+        if changes:
+            self.config = self.config.replace(**changes)
 
     def tokenizer(self):
-        return self._tokenizer_with(eos_ids_from(self.path))
+        tokenizer = self._tokenizer_with(eos_ids_from(self.path))
+        limit = max_seq_length(self.path)
+        if tokenizer is not None and limit is not None and hasattr(tokenizer, "model_max_length"):
+            tokenizer.model_max_length = limit  # sentence-transformers cuts texts here, not at the model's context
+        return tokenizer
 
     def describe(self) -> dict[str, str]:
         dtype = self.data.get("torch_dtype") or self.data.get("dtype") or "unknown dtype"

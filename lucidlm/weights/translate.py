@@ -65,7 +65,7 @@ def count_layers(table: NameTable, source_names: Iterable[str]) -> int:
                 if "{i}" in row.source]
     highest = -1
     for name in source_names:
-        for candidate in (name, table.optional_prefix + name):
+        for candidate in table.spellings(name):
             for pattern in patterns:
                 match = pattern.fullmatch(candidate)
                 if match:
@@ -87,8 +87,7 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
     done: set[str] = set()
     unexpected = []
     for name in source_names:
-        key = name if name in rows else table.optional_prefix + name
-        row = rows.get(key)
+        row = next((rows[key] for key in table.spellings(name) if key in rows), None)
         if row is None:
             if not table.ignored(name):
                 unexpected.append(name)

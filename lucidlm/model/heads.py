@@ -1,0 +1,62 @@
+"""Heads on the backbone's hidden states (B, T, C): the masked-LM head, BERT's pooler, and the
+pooling that makes one vector per text (sentence embeddings).
+
+The LM head itself lives with the embedding it may share (model/linear.py). The masked-LM head
+follows BERT (Devlin et al. 2019; transformers' BertLMPredictionHead): dense -> activation ->
+norm -> the tied decoder with a bias of its own. Pooling follows sentence-transformers: the first
+token, or the mean or max over real tokens, then optionally L2-normalised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .linear import Linear, LMHead, TokenEmbedding
+from .mlp import ACTIVATION_FUNCTIONS
+from .norm import make_norm
+
+
+class MLMHead(nn.Module):
+    """Hidden states (B, T, C) -> logits (B, T, V) for masked tokens."""
+
+    def __init__(self, config: Config, embedding: TokenEmbedding) -> None:
+        super().__init__()
+        self.transform = Linear(config.d_model, config.d_model, bias=True)
+        self.act = ACTIVATION_FUNCTIONS[config.activation]
+        self.norm = make_norm(config)
+        self.decoder = LMHead(config.d_model, config.vocab_size, bias=True,
+                              tied_to=embedding if config.tie_embeddings else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.transform(x))))
+
+    def resize(self, n: int) -> None:
+        self.decoder.resize(n)
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: the first token's hidden state through dense + tanh, (B, T, C) -> (B, C)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.dense = Linear(config.d_model, config.d_model, bias=True)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str, normalize: bool) -> torch.Tensor:
+    """One vector per row (B, C) from hidden states (B, T, C); padding (mask 0) takes no part."""
+    mask = torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None else attention_mask
+    mask = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+    if mode == "cls":
+        vectors = hidden[:, 0]
+    elif mode == "mean":
+        vectors = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    elif mode == "max":
+        vectors = hidden.masked_fill(mask == 0, float("-inf")).amax(dim=1)
+    else:
+        raise ValueError(f"unknown pooling {mode!r}")
+    return nn.functional.normalize(vectors, p=2, dim=-1) if normalize else vectors
