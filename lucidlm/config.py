@@ -150,7 +150,17 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
     def replace(self, **changes: Any) -> "Config":
-        return Config.from_dict({**self.to_dict(), **changes})
+        """A copy with these fields changed. Sizes that followed their defaults follow the change:
+        with n_kv_heads == n_heads, head_dim == d_model // n_heads and d_ff == 4 * d_model, a new
+        n_heads or d_model recomputes them (a [model] table may set n_heads = 2 on a preset)."""
+        fields = {**self.to_dict(), **changes}
+        followed = {"n_kv_heads": self.n_kv_heads == self.n_heads,
+                    "head_dim": self.head_dim == self.d_model // self.n_heads,
+                    "d_ff": self.d_ff == 4 * self.d_model}
+        for name, follows in followed.items():
+            if follows and name not in changes:
+                fields[name] = None
+        return Config.from_dict(fields)
 
 
 # The switches that make each family; sizes come from the file's metadata or a preset.
@@ -182,4 +192,7 @@ PRESETS: dict[str, Config] = {
     # A tiny Llama-shaped model (RMSNorm, RoPE, GQA, SwiGLU) for experiments.
     "tiny-llama": Config(vocab_size=4096, context_length=256, d_model=256, n_layers=4, n_heads=8,
                          n_kv_heads=2, d_ff=688, tie_embeddings=True),
+    # A small BERT (bidirectional, post-norm, segments) with the masked-LM head, for --objective mlm.
+    "tiny-bert": Config(vocab_size=2048, context_length=128, d_model=128, n_layers=4, n_heads=4, d_ff=512,
+                        head="mlm", **FAMILIES["bert"]),
 }

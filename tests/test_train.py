@@ -65,9 +65,9 @@ def test_random_stride_one_windows_are_nanogpts():
 
 def test_random_batches_are_reproducible_and_split_across_processes():
     windows = Windows(Split(np.arange(1000, dtype=np.uint16), np.array([0])), window=8, stride=1)
-    one = Batches(windows, 8, "random", seed=3).next()[0]
-    first = Batches(windows, 4, "random", seed=3, rank=0, world_size=2).next()[0]
-    second = Batches(windows, 4, "random", seed=3, rank=1, world_size=2).next()[0]
+    one = Batches(windows, 8, "random", seed=3).next()["inputs"]
+    first = Batches(windows, 4, "random", seed=3, rank=0, world_size=2).next()["inputs"]
+    second = Batches(windows, 4, "random", seed=3, rank=1, world_size=2).next()["inputs"]
     assert torch.equal(torch.cat([first, second]), one)
 
 

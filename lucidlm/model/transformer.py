@@ -132,18 +132,21 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, positions: torch.Tensor | None = None,
-                return_attentions: bool = False, logits_for: str = "all",
+                return_attentions: bool = False, logits_for: str | torch.Tensor = "all",
                 token_type_ids: torch.Tensor | None = None):
         """input_ids (B, T) -> the head's output: logits (B, T, V), or the hidden states (B, T, C)
         of a model without a head; arguments as for hidden().
 
         logits_for="last": only the last position's logits (B, 1, V), which is all generation
-        needs. return_attentions: also return each layer's attention weights (B, H, T, S), as
+        needs; a (B, T) bool tensor: only those positions', (N, V) (masked-LM training). return_attentions: also return each layer's attention weights (B, H, T, S), as
         recorded by a probe on every layer.
         """
         with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
             x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids)
-        x = x[:, -1:] if logits_for == "last" else x
+        if isinstance(logits_for, torch.Tensor):
+            x = x[logits_for]  # (N, C)
+        elif logits_for == "last":
+            x = x[:, -1:]
         logits = self.lm_head(x) if self.lm_head is not None else x
         if return_attentions:
             return logits, [recorded.attention[i] for i in range(self.config.n_layers)]

@@ -17,6 +17,7 @@ from ..errors import LucidError
 from ..files import add_input_errors_option, argument_text, read_stdin
 from .pretokenizer import NAMED
 from .tokenizer import Tokenizer, load_tokenizer
+from .wordpiece import SPECIALS as WORDPIECE_SPECIALS, WordPieceTokenizer
 
 COLOURS = [44, 42, 45, 46, 43, 41]  # ANSI background colours, cycled per token
 
@@ -106,18 +107,34 @@ def tokenize_main(args: argparse.Namespace) -> int:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Learn a tokenizer from text: a byte-level BPE (GPT-2's kind, the default) or a WordPiece "
+                          "(BERT's kind, for encoders and masked-LM training).")
     parser.add_argument("--data", required=True, nargs="+", help="UTF-8 text file(s) to learn from")
+    parser.add_argument("--kind", choices=["bpe", "wordpiece"], default="bpe",
+                        help="bpe: merges over bytes; wordpiece: merges over characters, later pieces of a word "
+                             "written ##piece (default: bpe)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="tokens in the vocabulary, bytes and specials "
                                                                       "included (default: 4096)")
-    parser.add_argument("--out", required=True, help="folder to write (our format, tokenizer.json, tokenizer.tiktoken)")
-    parser.add_argument("--pattern", default="gpt4", choices=sorted(NAMED), help="pre-split pattern (default: gpt4)")
-    parser.add_argument("--special", action="append", help="special token to reserve (repeatable; "
-                                                           "default: <|endoftext|>)")
+    parser.add_argument("--out", required=True, help="folder to write (our format, and tokenizer.json; "
+                                                     "tokenizer.tiktoken for BPE, vocab.txt for WordPiece)")
+    parser.add_argument("--pattern", default="gpt4", choices=sorted(NAMED), help="BPE pre-split pattern (default: gpt4)")
+    parser.add_argument("--special", action="append", help="special token to reserve (repeatable; default: "
+                                                           "<|endoftext|> for BPE, [PAD] [UNK] [CLS] [SEP] [MASK] "
+                                                           "for WordPiece)")
+    parser.add_argument("--min-frequency", type=int, default=2,
+                        help="WordPiece: never merge a pair seen fewer times (default: 2)")
+    parser.add_argument("--score", choices=["frequency", "likelihood"], default="frequency",
+                        help="WordPiece: merge the most frequent pair (as tokenizers trains BERT vocabularies) or the "
+                             "pair most likely together, count(ab) / (count(a) count(b)) (default: frequency)")
+    parser.add_argument("--cased", action="store_true", help="WordPiece: keep case and accents (default: lowercase "
+                                                             "and strip accents, as bert-base-uncased)")
 
 
 def train_main(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():  # before minutes of training, not after
         raise LucidError(f"{args.out} is a file, not a folder: give --out a folder")
+    if args.vocab_size < 1 or args.min_frequency < 1:
+        raise LucidError("--vocab-size and --min-frequency must be at least 1")
     texts = []
     for name in args.data:
         try:
@@ -128,18 +145,27 @@ def train_main(args: argparse.Namespace) -> int:
             raise LucidError(f"{name} is not UTF-8 text (byte {exc.start})") from None
     if not any(t for t in texts):
         raise LucidError("the training text is empty")
-    specials = args.special or ["<|endoftext|>"]
-    start = time.perf_counter()
-    tokenizer = Tokenizer.train(texts, args.vocab_size, pattern=args.pattern, special_tokens=specials,
-                                progress=True, eos_token=specials[0])
-    seconds = time.perf_counter() - start
     out = Path(args.out)
-    tokenizer.save(out)
-    tokenizer.save_hf(out / "tokenizer.json")
-    tokenizer.save_tiktoken(out / "tokenizer.tiktoken")
+    start = time.perf_counter()
+    if args.kind == "wordpiece":
+        specials = args.special or list(WORDPIECE_SPECIALS)
+        tokenizer = WordPieceTokenizer.train(texts, args.vocab_size, lowercase=not args.cased, special_tokens=specials,
+                                             min_frequency=args.min_frequency, score=args.score, progress=True)
+        seconds = time.perf_counter() - start
+        tokenizer.save(out)
+        written, made = "lucidlm-tokenizer.json, vocab.txt, tokenizer.json", f"{tokenizer.vocab_size} pieces"
+    else:
+        specials = args.special or ["<|endoftext|>"]
+        tokenizer = Tokenizer.train(texts, args.vocab_size, pattern=args.pattern, special_tokens=specials,
+                                    progress=True, eos_token=specials[0])
+        seconds = time.perf_counter() - start
+        tokenizer.save(out)
+        tokenizer.save_hf(out / "tokenizer.json")
+        tokenizer.save_tiktoken(out / "tokenizer.tiktoken")
+        written = "lucidlm-tokenizer.json, lucidlm-tokenizer.vocab, tokenizer.json, tokenizer.tiktoken"
+        made = f"{tokenizer.vocab_size} tokens ({len(tokenizer.merges)} merges)"
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_tokens = sum(len(tokenizer.encode_ordinary(t)) for t in texts)
-    print(f"trained {tokenizer.vocab_size} tokens ({len(tokenizer.merges)} merges) in {seconds:.1f} s; "
-          f"{n_bytes / max(n_tokens, 1):.2f} bytes per token on the training text")
-    print(f"wrote {out}/ (lucidlm-tokenizer.json, lucidlm-tokenizer.vocab, tokenizer.json, tokenizer.tiktoken)")
+    print(f"trained {made} in {seconds:.1f} s; {n_bytes / max(n_tokens, 1):.2f} bytes per token on the training text")
+    print(f"wrote {out}/ ({written})")
     return 0

@@ -19,6 +19,7 @@ import regex
 from ..errors import FormatError, LucidError
 from .files import write_ours, write_vocab_txt, write_wordpiece_json
 from .our_format import FORMAT_VERSION, WORDPIECE_FORMAT
+from .wordpiece_train import train_wordpiece_vocab
 
 ASCII_PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
@@ -250,6 +251,37 @@ class WordPieceTokenizer:
                 piece = piece.replace(before, after)
             out.append(piece)
         return "".join(out)
+
+    # --- training ------------------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: str | Iterable[str], vocab_size: int, lowercase: bool = True,
+              special_tokens: Sequence[str] = SPECIALS, min_frequency: int = 2, score: str = "frequency",
+              progress: bool = False, model_max_length: int = 512) -> "WordPieceTokenizer":
+        """Learn a vocabulary of vocab_size pieces (special tokens included) from the texts, as
+        they read after this tokenizer's normaliser and word splitting (see wordpiece_train).
+        score: "frequency" (as `tokenizers` trains BERT vocabularies) or "likelihood" (the
+        textbook WordPiece). Pairs seen fewer than min_frequency times are never merged (2, as
+        BertWordPieceTokenizer)."""
+        for needed in ("[UNK]", "[CLS]", "[SEP]"):
+            if needed not in special_tokens:
+                raise LucidError(f"a WordPiece tokenizer needs the special token {needed}")
+        counts: dict[str, int] = {}
+        for text in [texts] if isinstance(texts, str) else texts:
+            for word in split_words(normalize(text, lowercase)):
+                counts[word] = counts.get(word, 0) + 1
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=vocab_size, desc="vocabulary", unit="piece")
+        try:
+            vocab = train_wordpiece_vocab(counts, vocab_size, special_tokens, min_frequency=min_frequency,
+                                          score=score, on_merge=(lambda size: bar.update(size - bar.n)) if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        return cls(vocab, {t: vocab.index(t) for t in special_tokens}, lowercase=lowercase,
+                   model_max_length=model_max_length)
 
     # --- our dict format and files --------------------------------------------------------------
 

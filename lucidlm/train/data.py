@@ -155,44 +155,56 @@ class Windows:
         start = int(self.doc_starts[doc]) + first * self.stride
         return start, min(start + self.window + 1, int(self.doc_ends[doc]))
 
-    def get(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """inputs, targets, mask: (B, T) each; mask is 1 where the target is a real token."""
-        T = self.window
-        rows = np.full((len(indices), T + 1), self.pad_id, dtype=np.int64)
+    def rows(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The windows' tokens, (B, T + 1) padded with pad_id, and how many of each are real (B,)."""
+        rows = np.full((len(indices), self.window + 1), self.pad_id, dtype=np.int64)
         lengths = np.zeros(len(indices), dtype=np.int64)
         for r, k in enumerate(indices):
             start, end = self.locate(int(k))
             rows[r, : end - start] = self.split.tokens[start:end]
             lengths[r] = end - start
+        return rows, lengths
+
+    def get(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """inputs, targets, mask: (B, T) each; mask is 1 where the target is a real token."""
+        rows, lengths = self.rows(indices)
         data = torch.from_numpy(rows)
-        mask = torch.arange(T)[None, :] < torch.from_numpy(lengths - 1)[:, None]
+        mask = torch.arange(self.window)[None, :] < torch.from_numpy(lengths - 1)[:, None]
         return data[:, :-1], data[:, 1:], mask
+
+    def batch(self, indices: Sequence[int], generator: torch.Generator, keep: slice) -> dict[str, torch.Tensor]:
+        """A training batch of the windows indices[keep] (this process's share of a global batch)."""
+        inputs, targets, mask = self.get(indices[keep])
+        return {"inputs": inputs, "targets": targets, "mask": mask}
 
 
 class Batches:
     """Draws global batches of window indices, random or in order, and hands each process its
-    share. Its whole state is a generator state and a position, both saved in checkpoints."""
+    share. Its whole state is a generator state and a position, both saved in checkpoints.
 
-    def __init__(self, windows: Windows, batch_size: int, mode: str, seed: int,
-                 rank: int = 0, world_size: int = 1) -> None:
-        if len(windows) == 0:
+    `data` is any dataset with len() and batch(indices, generator, keep): next-token windows, or
+    windows whose tokens an objective masks at random (drawing from this generator too, so a
+    resumed run draws the same masks)."""
+
+    def __init__(self, data, batch_size: int, mode: str, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if len(data) == 0:
             raise LucidError("the data is shorter than one window: need at least 2 tokens per document")
-        self.windows, self.batch_size, self.mode = windows, batch_size, mode
+        self.data, self.batch_size, self.mode = data, batch_size, mode
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         self.position = 0  # next window, in ordered mode
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def next(self) -> dict[str, torch.Tensor]:
         # Every process draws the same global batch and keeps its own rows, so N processes see
         # exactly the batch one process with N times the batch size would.
         n = self.batch_size * self.world_size
         if self.mode == "random":
-            chosen = torch.randint(len(self.windows), (n,), generator=self.generator).tolist()
+            chosen = torch.randint(len(self.data), (n,), generator=self.generator).tolist()
         else:
-            chosen = [(self.position + i) % len(self.windows) for i in range(n)]
-            self.position = (self.position + n) % len(self.windows)
-        mine = chosen[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        return self.windows.get(mine)
+            chosen = [(self.position + i) % len(self.data) for i in range(n)]
+            self.position = (self.position + n) % len(self.data)
+        return self.data.batch(chosen, self.generator, slice(self.rank * self.batch_size,
+                                                             (self.rank + 1) * self.batch_size))
 
     def state(self) -> dict:
         return {"generator": self.generator.get_state(), "position": self.position}

@@ -19,6 +19,8 @@ from ..errors import ConfigError, LucidError, check_known_fields
 from ..flags import add_flags, given, setting, type_problems
 from ..options import MAX_THREADS
 
+OBJECTIVES = ("next-token", "mlm")
+
 
 @dataclass
 class TrainSettings:
@@ -28,6 +30,11 @@ class TrainSettings:
     out: str | None = setting(None, "the run folder")
     preset: str | None = setting(None, "a model with its training settings (the presets are listed above)")
     init_from: str | None = setting(None, "a pretrained model to fine-tune (all weights)")
+    objective: str = setting("next-token", "what the model learns: 'next-token' (GPT) or 'mlm' (BERT's masked "
+                                           "tokens, for a bidirectional model)")
+    mask_probability: float = setting(0.15, "mlm: the share of tokens chosen for prediction (of those, 8 in 10 "
+                                            "become [MASK], 1 a random token, 1 stays)")
+    whole_word_mask: bool = setting(False, "mlm: choose whole words (all their ## pieces), not single pieces")
     max_iters: int = setting(2000, "optimizer steps")
     batch_size: int = setting(12, "windows per micro-batch, per process")
     window: int | None = setting(None, "tokens per training window; unset: the model's context length")
@@ -56,7 +63,8 @@ class TrainSettings:
     dropout: float | None = setting(None, "override the model's dropout")
     sample_tokens: int = setting(200, "tokens of text sampled at each evaluation; 0: none")
     sample_temperature: float = setting(0.8, "temperature of those samples")
-    bpe_vocab_size: int = setting(4096, "vocabulary size when a BPE is trained on the corpus")
+    bpe_vocab_size: int = setting(4096, "vocabulary size when a tokenizer is trained on the corpus (a BPE, or a "
+                                        "WordPiece for --objective mlm)")
     threads: int | None = setting(None, "CPU threads for torch; unset: all cores")
     plot: bool = setting(True, "redraw loss.png at each evaluation")
     # On CUDA some kernels add in a racy order, so two runs differ in the last bits.
@@ -82,6 +90,8 @@ class TrainSettings:
              "needs 0 < min_lr <= learning_rate < 10")
         need(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         need(self.sampling in ("random", "ordered"), "sampling", "must be random or ordered")
+        need(self.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
+        need(0 < self.mask_probability < 1, "mask_probability", "must be in (0, 1)")
         need(self.autocast in ("auto", "bf16", "off"), "autocast", "must be auto, bf16 or off")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "betas must be in [0, 1)")
         need(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay", "decay and clipping must be >= 0")
@@ -113,6 +123,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                       warmup_iters=200, eval_interval=500, eval_iters=20),
     "tiny-llama": dict(tokenizer=None, max_iters=5000, batch_size=16, learning_rate=6e-4, min_lr=6e-5,
                        warmup_iters=200, eval_interval=500, eval_iters=20),
+    # Masked-LM pre-training of a small BERT over a WordPiece vocabulary trained on the corpus.
+    "tiny-bert": dict(tokenizer=None, objective="mlm", bpe_vocab_size=2048, max_iters=2000, batch_size=32,
+                      learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=20),
 }
 
 
@@ -157,8 +170,9 @@ def resolve(args: argparse.Namespace, base: TrainSettings | None = None,
     if toml_model:
         if settings.init_from:
             raise LucidError("a [model] table cannot change a model loaded with --init-from")
-        model_fields.update(toml_model)
     config = Config.from_dict(model_fields) if model_fields else None
+    if toml_model:
+        config = config.replace(**toml_model) if config is not None else Config.from_dict(toml_model)
     return settings, config, "vocab_size" in toml_model
 
 

@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..config import Config
 from ..errors import LucidError, reading
-from ..generation import generate, make_sampler
 from ..locate import TOKENIZER_FILE
 from ..model import Transformer
 from ..options import resolve_device
-from ..tokenizer import CharTokenizer, Tokenizer
+from ..tokenizer import CharTokenizer, Tokenizer, WordPieceTokenizer
 from ..weights import load
 from . import distributed
 from .data import Batches, Windows, open_split, prepare, read_corpus
+from .objectives import describe_baseline, make_objective
 from .optimizer import make_optimizer
 from .plot import plot_losses
 from .run_folder import RunFolder
@@ -66,13 +65,6 @@ class TrainingStopped(LucidError):
     """Training cannot go on (a NaN loss); the message says what was kept."""
 
 
-def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the real targets (padding masked out)."""
-    if not bool(mask.all()):
-        targets = targets.masked_fill(~mask, -100)  # cross_entropy's ignore_index
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-
-
 class Trainer:
     def __init__(self, settings: TrainSettings, config: Config | None, resume: bool = False,
                  force: bool = False, explicit_vocab: bool = False) -> None:
@@ -106,7 +98,9 @@ class Trainer:
         torch.manual_seed(s.seed)  # the same initial weights on every process and every run
         self.model = self._model(config, resume)
         self.config = self.model.config
-        self.window = s.window or self.config.context_length
+        self.objective = make_objective(s.objective, self.tokenizer, s)
+        self.objective.check(self.config)
+        self.window = s.window or self.objective.window(self.config.context_length)
         if self.window > self.config.context_length and self.config.position == "learned":
             raise LucidError(f"window {self.window} is longer than the model's learned context "
                              f"{self.config.context_length}")
@@ -141,6 +135,9 @@ class Trainer:
                 tokenizer = CharTokenizer("".join(read_corpus(paths, s.doc_separator)))
             elif s.tokenizer:
                 tokenizer = Tokenizer.from_file(s.tokenizer)
+            elif s.objective == "mlm":
+                self._say(f"training a {s.bpe_vocab_size}-piece WordPiece on the corpus (pass --tokenizer to reuse one)")
+                tokenizer = WordPieceTokenizer.train(read_corpus(paths, s.doc_separator), s.bpe_vocab_size, progress=True)
             else:
                 self._say(f"training a {s.bpe_vocab_size}-token BPE on the corpus (pass --tokenizer to reuse one)")
                 tokenizer = Tokenizer.train(read_corpus(paths, s.doc_separator), s.bpe_vocab_size, progress=True)
@@ -194,12 +191,13 @@ class Trainer:
         if len(train) < self.window + 1:
             raise LucidError(f"the training text is shorter than one window: {len(train)} tokens after the "
                              f"validation split, a window needs {self.window + 1}; use more text or a smaller --window")
-        self.train_windows = Windows(train, self.window, stride, pad)
+        self.train_windows = self.objective.dataset(Windows(train, self.window, stride, pad))
         val = open_split(folder, "val")
-        self.val_windows = Windows(val, self.window, stride, pad)
+        self.val_windows = self.objective.dataset(Windows(val, self.window, stride, pad))
         if len(self.val_windows) == 0:
             self.val_windows = None  # --val-fraction 0, or too little text left for one window
         self.batches = Batches(self.train_windows, s.batch_size, s.sampling, s.seed, self.world.rank, self.world.size)
+        self.baseline = self.objective.baseline(train, val)
 
     def _autocast(self):
         return autocast_context(self.device, self.settings.autocast)
@@ -232,14 +230,14 @@ class Trainer:
         self._seed_dropout()
         total = 0.0
         for micro in range(s.grad_accum):
-            inputs, targets, mask = (t.to(self.device) for t in self.batches.next())
+            batch = {name: t.to(self.device) for name, t in self.batches.next().items()}
             # Only the last micro-batch synchronises gradients across processes.
             sync = self.world.distributed and micro < s.grad_accum - 1
             with (self.train_model.no_sync() if sync else contextlib.nullcontext()), self.autocast():
-                loss = masked_loss(self.train_model(inputs), targets, mask) / s.grad_accum
+                loss = self.objective.loss(self.train_model, batch) / s.grad_accum
                 loss.backward()
             total += float(loss.detach())
-            self.tokens_seen += int(mask.sum()) * self.world.size
+            self.tokens_seen += self.objective.tokens(batch) * self.world.size
         if s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
         self.optimizer.step()
@@ -268,9 +266,9 @@ class Trainer:
             batches = Batches(windows, s.batch_size, "random", s.seed + 1, self.world.rank, self.world.size)
             losses = []
             for _ in range(s.eval_iters):
-                inputs, targets, mask = (t.to(self.device) for t in batches.next())
+                batch = {name: t.to(self.device) for name, t in batches.next().items()}
                 with self.autocast():
-                    losses.append(float(masked_loss(self.model(inputs), targets, mask)))
+                    losses.append(float(self.objective.loss(self.model, batch)))
             out[name] = float(distributed.average(torch.tensor(sum(losses) / len(losses)), self.world))
         if "val_loss" in out:
             out["val_ppl"] = math.exp(min(out["val_loss"], 50.0))
@@ -278,16 +276,11 @@ class Trainer:
         return out
 
     def sample(self) -> str:
-        """A short text from the model as it is now, through the generation engine (a context that
-        fills up keeps its newer half and goes on, as nanoGPT's cropping does)."""
-        s, tok = self.settings, self.tokenizer
-        if s.sample_tokens == 0:
+        """What the model makes of text now: a short generated text, or a masked window filled in."""
+        if self.settings.sample_tokens == 0:
             return ""
         self.model.eval()
-        start = tok.encode("\n") if tok.kind == "char" and "\n" in tok.chars else \
-            [tok.eos_token_id if tok.eos_token_id is not None else 0]
-        text = generate(self.model, tok, start, max_tokens=s.sample_tokens, seed=s.seed, overflow="shift",
-                        sampler=make_sampler(temp=s.sample_temperature))
+        text = self.objective.sample(self.model, self.val_windows or self.train_windows)
         self.model.train()
         return text
 
@@ -311,6 +304,8 @@ class Trainer:
                    dynamic_ncols=True, file=sys.stderr)
         records = self.run.read_metrics() if self.main else []
         if self.step == 0:
+            if self.baseline is not None:
+                self._say(describe_baseline(self.baseline))
             result = self.evaluate()  # every process takes part in the all-reduce
             if self.main:  # the starting point of the curves
                 records.append({"step": 0, **result})
@@ -387,8 +382,8 @@ class Trainer:
             self._say(f"done: {self.step} steps, {self.tokens_seen:,} tokens in {self.elapsed:.1f} s "
                       f"({result['ms_per_iter']:.1f} ms/step); best validation loss "
                       f"{result['best_val_loss'] if result['best_val_loss'] is not None else '-'}; "
-                      f"best checkpoint {info.get('best') or info.get('latest')}; chat with it: "
-                      f"lucidlm chat --model {self.run.path}")
+                      f"best checkpoint {info.get('best') or info.get('latest')}; "
+                      f"{self.objective.try_it(str(self.run.path))}")
         return result
 
     def close(self, clean: bool = True) -> None:
