@@ -22,6 +22,7 @@ POSITION_KINDS = ("learned", "sinusoidal", "rope", "relative", "none")
 ROPE_SCALINGS = ("none", "linear", "llama3")
 HEADS = ("lm", "mlm", "none")  # next-token logits; masked-LM logits (BERT); none: the hidden states
 POOLINGS = ("none", "cls", "mean", "max")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")  # sin/cos in alternate channels (Vaswani), or sin | cos (Marian)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class Config:
     pooler: bool = False  # BERT's pooler: dense + tanh on the first token (model.pool)
     pooling: str = "none"  # how model.encode makes one vector per text: see POOLINGS
     normalize_pooled: bool = False  # L2-normalise those vectors
+    encoder_layers: int = 0  # > 0: an encoder-decoder; the encoder has this many blocks, n_layers is the decoder's
+    decoder_start_token_id: int | None = None  # an encoder-decoder's decoder starts from this token
+    embedding_scale: float = 1.0  # token embeddings are multiplied by this (sqrt(d_model) in Marian)
+    sinusoidal_layout: str = "interleaved"  # see SINUSOIDAL_LAYOUTS
+    head_bias: bool = False  # a bias per token on the LM head's logits (BART's final_logits_bias)
     dropout: float = 0.0  # on embeddings and residual branches, in training
     attention_dropout: float = 0.0  # on attention weights, in training
 
@@ -96,9 +102,18 @@ class Config:
         need(self.rope_scaling in ROPE_SCALINGS, "rope_scaling", f"must be one of {ROPE_SCALINGS}")
         need(self.head in HEADS, "head", f"must be one of {HEADS}")
         need(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
+        need(self.sinusoidal_layout in SINUSOIDAL_LAYOUTS, "sinusoidal_layout", f"must be one of {SINUSOIDAL_LAYOUTS}")
+        need(isinstance(self.encoder_layers, int) and not isinstance(self.encoder_layers, bool)
+             and self.encoder_layers >= 0, "encoder_layers", "must be a whole number >= 0")
+        if self.encoder_layers:
+            need(self.causal, "causal", "must be true in an encoder-decoder (its decoder generates)")
+            need(self.head == "lm", "head", "must be lm in an encoder-decoder")
+        if self.decoder_start_token_id is not None:
+            need(isinstance(self.decoder_start_token_id, int) and 0 <= self.decoder_start_token_id < self.vocab_size,
+                 "decoder_start_token_id", "must be a token id of the vocabulary")
         need(isinstance(self.token_types, int) and not isinstance(self.token_types, bool) and self.token_types >= 0,
              "token_types", "must be a whole number >= 0")
-        for name in ("norm_eps", "rope_base", "rope_scaling_factor"):
+        for name in ("norm_eps", "rope_base", "rope_scaling_factor", "embedding_scale"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, name,
                  "must be a positive number")
@@ -115,7 +130,7 @@ class Config:
             need(all(isinstance(i, int) and 0 <= i < self.n_layers for i in self.sliding_window_layers),
                  "sliding_window_layers", f"must list layer indices in [0, {self.n_layers})")
         for name in ("norm_bias", "final_norm", "gated_mlp", "qkv_bias", "bias", "causal", "tie_embeddings",
-                     "embedding_norm", "pooler", "normalize_pooled"):
+                     "embedding_norm", "pooler", "normalize_pooled", "head_bias"):
             need(isinstance(getattr(self, name), bool), name, "must be true or false")
 
     # --- derived facts -------------------------------------------------------------------------
@@ -124,6 +139,16 @@ class Config:
         if self.sliding_window is None:
             return False
         return self.sliding_window_layers is None or layer in self.sliding_window_layers
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.encoder_layers > 0
+
+    def encoder_config(self) -> "Config":
+        """The encoder of an encoder-decoder: the same widths, bidirectional, its own depth, no head."""
+        return self.replace(n_layers=self.encoder_layers, encoder_layers=0, causal=False, head="none",
+                            head_bias=False, decoder_start_token_id=None, sliding_window=None,
+                            sliding_window_layers=None)
 
     @property
     def all_layers_slide(self) -> bool:
@@ -177,6 +202,18 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "bert": dict(norm="layernorm", norm_bias=True, norm_placement="post", final_norm=False, activation="gelu",
                  gated_mlp=False, qkv_bias=True, bias=True, position="learned", causal=False, tie_embeddings=True,
                  embedding_norm=True, token_types=2),
+    # Encoder-decoders (decoders with cross-attention, post-norm): BART learns its positions and
+    # norms the embeddings; Marian adds fixed sin | cos waves to embeddings scaled by sqrt(d_model).
+    "bart": dict(norm="layernorm", norm_bias=True, norm_placement="post", final_norm=False, activation="gelu",
+                 gated_mlp=False, qkv_bias=True, bias=True, position="learned", tie_embeddings=True,
+                 embedding_norm=True, head_bias=True),
+    # mBART: BART with pre-norm blocks and a norm after each stack (trains more easily from scratch).
+    "mbart": dict(norm="layernorm", norm_bias=True, norm_placement="pre", final_norm=True, activation="gelu",
+                  gated_mlp=False, qkv_bias=True, bias=True, position="learned", tie_embeddings=True,
+                  embedding_norm=True, head_bias=True),
+    "marian": dict(norm="layernorm", norm_bias=True, norm_placement="post", final_norm=False, activation="silu",
+                   gated_mlp=False, qkv_bias=True, bias=True, position="sinusoidal", sinusoidal_layout="halves",
+                   tie_embeddings=True, head_bias=True),
 }
 
 # Complete configs for training from scratch (vocab_size is replaced by the tokenizer's).
@@ -195,4 +232,8 @@ PRESETS: dict[str, Config] = {
     # A small BERT (bidirectional, post-norm, segments) with the masked-LM head, for --objective mlm.
     "tiny-bert": Config(vocab_size=2048, context_length=128, d_model=128, n_layers=4, n_heads=4, d_ff=512,
                         head="mlm", **FAMILIES["bert"]),
+    # A small translator in mBART's layout: 3 encoder and 3 decoder blocks, width 128, shared
+    # embeddings. Pre-norm: BART's post-norm blocks often stall for hundreds of steps from scratch.
+    "tiny-translator": Config(vocab_size=512, context_length=64, d_model=128, n_layers=3, encoder_layers=3,
+                              n_heads=4, d_ff=512, **FAMILIES["mbart"]),
 }

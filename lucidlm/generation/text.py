@@ -75,6 +75,9 @@ class TextStream:
 def check_generates(model) -> None:
     """Only a causal model with an LM head predicts the next token."""
     config = model.config
+    if config.is_encoder_decoder:
+        raise LucidError("this model is an encoder-decoder: it writes a target for a source "
+                         "(try lucidlm translate, or generate_seq2seq from Python)")
     if not config.causal or config.head != "lm":
         raise LucidError("this model is an encoder: it reads a text whole and does not generate "
                          "(try lucidlm embed, or lucidlm fill-mask for a masked-LM head)")

@@ -27,6 +27,8 @@ Recorder = Callable[["Attention", torch.Tensor, torch.Tensor, torch.Tensor, Mask
 
 
 class Attention(nn.Module):
+    """Self-attention: queries, keys and values all come from x."""
+
     def __init__(self, config: Config, layer_index: int) -> None:
         super().__init__()
         self.layer_index = layer_index
@@ -34,12 +36,15 @@ class Attention(nn.Module):
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.dropout = config.attention_dropout
         self.window = config.sliding_window if config.uses_sliding_window(layer_index) else None
-        # One matmul for queries, keys and values: output rows [q (H*D) | k (Hkv*D) | v (Hkv*D)].
-        self.qkv = Linear(config.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim,
-                          bias=config.qkv_bias)
+        self.make_projections(config)
         self.out = Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
         self.fused = True  # False: the plain path everywhere (slower, same numbers)
         self.recorders: list[Recorder] = []  # one per probe watching this layer
+
+    def make_projections(self, config: Config) -> None:
+        # One matmul for queries, keys and values: output rows [q (H*D) | k (Hkv*D) | v (Hkv*D)].
+        self.qkv = Linear(config.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim,
+                          bias=config.qkv_bias)
 
     def forward(self, x: torch.Tensor, context: ForwardContext) -> torch.Tensor:
         B, T, _ = x.shape
@@ -53,15 +58,19 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if context.cache is not None:
             k, v = context.cache.update(self.layer_index, k, v)  # (B, Hkv, S, D): past and new keys
-        mask = context.mask(self.window)
-        for record in self.recorders:
-            record(self, q, k, v, mask, context.position_bias)
+        return self.attend(q, k, v, context.mask(self.window), context.position_bias)
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask,
+               position_bias: torch.Tensor | None) -> torch.Tensor:
+        """q (B, H, T, D), k and v (B, Hkv, S, D) -> the output projection of their attention (B, T, C)."""
+        B, H, T, D = q.shape
+        for record in self.recorders:
+            record(self, q, k, v, mask, position_bias)
         dropout = self.dropout if self.training else 0.0
         if self.fused and not self._plain_is_faster(q, k):
-            y = self._fused(q, k, v, mask, context.position_bias, dropout)
+            y = self._fused(q, k, v, mask, position_bias, dropout)
         else:
-            y, _ = plain_attention(q, k, v, mask, context.position_bias, self.scale, dropout)
+            y, _ = plain_attention(q, k, v, mask, position_bias, self.scale, dropout)
         return self.out(y.transpose(1, 2).reshape(B, T, H * D))  # (B, H, T, D) -> (B, T, C)
 
     def weights(self, q: torch.Tensor, k: torch.Tensor, mask: Mask,
@@ -95,6 +104,37 @@ class Attention(nn.Module):
         bias = additive_bias(mask, position_bias, q.shape[2], k.shape[2], q)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=self.scale,
                                               enable_gqa=gqa)
+
+
+class CrossAttention(Attention):
+    """An encoder-decoder's cross-attention (Vaswani et al. 2017, section 3.2.3): queries from the
+    decoder, keys and values from the encoded source, which every query may see whole (real tokens
+    only). The source's keys and values are computed once per source and kept on the cache."""
+
+    def __init__(self, config: Config, layer_index: int) -> None:
+        super().__init__(config, layer_index)
+        self.window = None
+
+    def make_projections(self, config: Config) -> None:
+        # Queries from the decoder; keys and values, in one matmul, from the source: rows [k | v].
+        self.q = Linear(config.d_model, self.n_heads * self.head_dim, bias=config.qkv_bias)
+        self.kv = Linear(config.d_model, 2 * self.n_kv_heads * self.head_dim, bias=config.qkv_bias)
+
+    def forward(self, x: torch.Tensor, context: ForwardContext) -> torch.Tensor:
+        B, T, _ = x.shape
+        source = context.encoder_output
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        if context.cache is not None:
+            k, v = context.cache.cross_keys_values(self.layer_index, lambda: self.keys_values(source.states))
+        else:
+            k, v = self.keys_values(source.states)
+        return self.attend(q, k, v, source.mask, None)
+
+    def keys_values(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source's hidden states (B, S, C) -> keys and values, each (B, Hkv, S, D)."""
+        B, S, _ = states.shape
+        k, v = self.kv(states).view(B, S, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+        return k, v
 
 
 def additive_bias(mask: Mask | None, position_bias: torch.Tensor | None, n_queries: int, n_keys: int,

@@ -1,18 +1,36 @@
 """ForwardContext: what one forward pass shares with every layer, built once per pass.
 
 Positions, the masks (one per sliding window size, built on first use), the rotary angles, the
-relative position bias and the KV cache travel together, so a block's signature stays (x, context)
+relative position bias, the KV cache and (in an encoder-decoder) the encoded source travel together, so a block's signature stays (x, context)
 whatever the model's mechanisms are.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from .kv_cache import KVCache
 from .mask import Mask, mask_for
+
+
+class EncoderOutput(NamedTuple):
+    """An encoder-decoder's encoded source: what its cross-attention reads as keys and values."""
+
+    states: torch.Tensor  # (B, S, C) the encoder's hidden states
+    valid: torch.Tensor | None  # (B, S) True for real source tokens; None when none is padding
+
+    @property
+    def mask(self) -> Mask:
+        """Every query may see every real source token (B, 1, 1, S), or all of them."""
+        return Mask(None) if self.valid is None else Mask(self.valid[:, None, None, :])
+
+    def select(self, index: torch.Tensor) -> "EncoderOutput":
+        """These batch rows, in this order (beams, rows that leave a batch)."""
+        return EncoderOutput(self.states.index_select(0, index),
+                             None if self.valid is None else self.valid.index_select(0, index))
 
 
 @dataclass
@@ -24,6 +42,7 @@ class ForwardContext:
     rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin (B, T, 1, D)
     position_bias: torch.Tensor | None = None  # (B, H, T, S) relative position logits
     cache: KVCache | None = None
+    encoder_output: EncoderOutput | None = None  # the source, for cross-attention
     _masks: dict[int | None, Mask] = field(default_factory=dict)
 
     def mask(self, window: int | None) -> Mask:

@@ -5,6 +5,8 @@ Buffers are preallocated (B, Hkv, capacity, D) per layer and filled left to righ
 filled slots. Beside them the cache keeps each slot's position and whether it is a real token
 (padding is not), which is all the attention masks need. `truncate` rolls back to an earlier
 length (undo a chat turn); SlidingKVCache forgets tokens that no layer can see any more.
+An encoder-decoder's cache also holds the encoded source and each layer's cross-attention keys and
+values, computed from it once: they do not grow, and a rollback keeps them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ class KVCache:
         self.evicted = 0  # tokens forgotten from the front (SlidingKVCache only)
         self.has_padding = False
         self._pending = None  # (positions, valid) of the forward in progress
+        self.encoder_output = None  # an EncoderOutput: the source the decoder's cross-attention reads
+        self.cross: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> its keys, values of the source
+
+    def set_source(self, encoder_output) -> None:
+        """The source every later step translates (model.encode_source's output)."""
+        self.encoder_output, self.cross = encoder_output, {}
+
+    def cross_keys_values(self, layer: int, compute) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's keys and values of the source, computed on first use: compute() -> (k, v)."""
+        if layer not in self.cross:
+            self.cross[layer] = compute()
+        return self.cross[layer]
 
     @property
     def capacity(self) -> int:
@@ -109,6 +123,10 @@ class KVCache:
         self.positions, self.valid = self.positions.index_select(0, index), self.valid.index_select(0, index)
         self.next_position = self.next_position.index_select(0, index)
         self.batch_size = len(index)
+        if self.encoder_output is not None:
+            self.encoder_output = self.encoder_output.select(index)
+            self.cross = {layer: (k.index_select(0, index), v.index_select(0, index))
+                          for layer, (k, v) in self.cross.items()}
 
     def reset(self) -> None:
         self.evicted = 0

@@ -43,26 +43,32 @@ class LearnedPositions(nn.Module):
         return self.weight[positions]  # (B, T, C)
 
 
-def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
-    """(n_positions, dim): even channels sin(pos / 10000^(2i/dim)), odd channels cos of the same."""
-    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
-    rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(n_positions, dim)
-    table[:, 0::2] = torch.sin(position * rate)
-    table[:, 1::2] = torch.cos(position * rate)[:, : dim // 2]
-    return table
+def sinusoidal_table(n_positions: int, dim: int, layout: str = "interleaved") -> torch.Tensor:
+    """(n_positions, dim): waves sin(pos / 10000^(2i/dim)) and cos of the same, in alternate
+    channels ("interleaved", the paper's) or all sines then all cosines ("halves", Marian's)."""
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    # float64, then float32: Marian builds its table in numpy's float64, and far positions need it
+    rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    sines, cosines = torch.sin(position * rate), torch.cos(position * rate)[:, : dim // 2]
+    if layout == "halves":
+        return torch.cat((sines, cosines), dim=1).float()
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = sines
+    table[:, 1::2] = cosines
+    return table.float()
 
 
 class SinusoidalPositions(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.dim = config.d_model
+        self.dim, self.layout = config.d_model, config.sinusoidal_layout
         self.register_buffer("table", torch.empty(0), persistent=False)  # built on first use
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         needed = int(positions.max()) + 1 if positions.numel() else 1
         if self.table.shape[0] < needed or self.table.device != positions.device:
-            self.table = sinusoidal_table(max(needed, 2 * self.table.shape[0]), self.dim).to(positions.device)
+            self.table = sinusoidal_table(max(needed, 2 * self.table.shape[0]), self.dim, self.layout).to(
+                positions.device)
         return self.table[positions]  # (B, T, C)
 
 

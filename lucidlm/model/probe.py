@@ -31,6 +31,7 @@ class Record:
     """What one forward pass recorded."""
 
     attention: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H, T, S)
+    cross: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H, T, S_source)
     hidden: list[torch.Tensor] = field(default_factory=list)  # [embeddings (B, T, C), block 0 out, ...]
     q: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H, T, D), after rotation
     k: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, Hkv, S, D), cached keys included
@@ -39,11 +40,15 @@ class Record:
 
 class Probe:
     def __init__(self, model, attention: Iterable[int] | str | bool = (), hidden: bool = False,
-                 qkv: Iterable[int] | str | bool = (), last_query: bool = False) -> None:
+                 qkv: Iterable[int] | str | bool = (), last_query: bool = False,
+                 cross: Iterable[int] | str | bool = ()) -> None:
         n_layers = len(model.blocks)
         self.model = model
         self.last_query = last_query  # record the last query's row only: (B, H, 1, S) whatever T is
         self.attention_layers = _layers(attention, n_layers, "attention")
+        self.cross_layers = _layers(cross, n_layers, "cross")
+        if self.cross_layers and model.blocks[0].cross_attn is None:
+            raise LucidError("cross: this model has no cross-attention (only an encoder-decoder's decoder has it)")
         self.qkv_layers = _layers(qkv, n_layers, "qkv")
         self.want_hidden = hidden
         self.records: list[Record] = []
@@ -60,6 +65,10 @@ class Probe:
     @property
     def attention(self) -> dict[int, torch.Tensor]:
         return self.last.attention
+
+    @property
+    def cross(self) -> dict[int, torch.Tensor]:
+        return self.last.cross
 
     @property
     def hidden(self) -> list[torch.Tensor]:
@@ -90,6 +99,10 @@ class Probe:
             recorders = blocks[i].attn.recorders
             recorders.append(self._record_attention)  # probes may overlap: each keeps its own records
             self._undo.append(lambda recorders=recorders: recorders.remove(self._record_attention))
+        for i in sorted(self.cross_layers):
+            recorders = blocks[i].cross_attn.recorders
+            recorders.append(self._record_cross)
+            self._undo.append(lambda recorders=recorders: recorders.remove(self._record_cross))
 
     def detach(self) -> None:
         while self._undo:
@@ -109,13 +122,22 @@ class Probe:
     def _record_attention(self, attn, q, k, v, mask, position_bias) -> None:
         record, layer = self.records[-1], attn.layer_index
         if layer in self.attention_layers:
-            if self.last_query:
-                q, position_bias = q[:, :, -1:], position_bias[:, :, -1:] if position_bias is not None else None
-                mask = Mask(mask.visible[:, :, -1:] if mask.visible is not None else None)  # the last row sees all
-            with torch.no_grad():
-                record.attention[layer] = attn.weights(q.detach(), k.detach(), mask, position_bias)
+            record.attention[layer] = self._weights(attn, q, k, mask, position_bias)
         if layer in self.qkv_layers:
             record.q[layer], record.k[layer], record.v[layer] = q.detach(), k.detach(), v.detach()
+
+    def _record_cross(self, attn, q, k, v, mask, position_bias) -> None:
+        self.records[-1].cross[attn.layer_index] = self._weights(attn, q, k, mask, position_bias)
+
+    def _weights(self, attn, q, k, mask, position_bias) -> torch.Tensor:
+        if self.last_query:
+            q, position_bias = q[:, :, -1:], position_bias[:, :, -1:] if position_bias is not None else None
+            if mask.visible is not None and mask.visible.shape[2] > 1:  # a cross mask (B, 1, 1, S) serves every row
+                mask = Mask(mask.visible[:, :, -1:])
+            elif mask.visible is None:
+                mask = Mask(None)  # the last row sees all
+        with torch.no_grad():
+            return attn.weights(q.detach(), k.detach(), mask, position_bias)
 
 
 def _layers(chosen: Iterable[int] | str | bool, n_layers: int, what: str) -> set[int]:
@@ -136,12 +158,14 @@ def _layers(chosen: Iterable[int] | str | bool, n_layers: int, what: str) -> set
 
 @contextmanager
 def probe(model, attention: Iterable[int] | str | bool = (), hidden: bool = False,
-          qkv: Iterable[int] | str | bool = (), last_query: bool = False) -> Iterator[Probe]:
+          qkv: Iterable[int] | str | bool = (), last_query: bool = False,
+          cross: Iterable[int] | str | bool = ()) -> Iterator[Probe]:
     """Record inside `model` while the block runs: attention weights (B, H, T, S) of the chosen
     layers (last_query=True: only the last query's row, (B, H, 1, S), which is all that generation
     one token at a time needs), the residual stream after every block (hidden=True), queries, keys
-    and values."""
-    p = Probe(model, attention, hidden, qkv, last_query)
+    and values, and an encoder-decoder's cross-attention weights (B, H, T, S_source) (cross).
+    (An encoder-decoder's encoder is a model too: probe(model.encoder, ...).)"""
+    p = Probe(model, attention, hidden, qkv, last_query, cross)
     try:
         p.attach()
         yield p

@@ -1,6 +1,10 @@
 """The transformer: token embedding, position signal, a stack of blocks and a final norm (the
 backbone, `hidden`), then a head (`forward`: the LM head's logits).
 
+An encoder-decoder (Config.encoder_layers > 0) is the same model twice: `encoder` is a bidirectional
+Transformer without a head that shares the token embedding, and each decoder block adds
+cross-attention to the encoded source between its self-attention and its MLP.
+
 One parametrised model serves every family; Config says which norm, position kind, MLP and biases
 to use. Follows the GPT-2 / Llama layout (Radford et al. 2019; Touvron et al. 2023), and mlx-lm's
 split of a backbone from the head on top of it.
@@ -16,8 +20,8 @@ from torch import nn
 
 from ..config import Config
 from ..errors import LucidError
-from .attention import Attention
-from .context import ForwardContext
+from .attention import Attention, CrossAttention
+from .context import EncoderOutput, ForwardContext
 from .kv_cache import KVCache
 from .heads import MLMHead, Pooler, pool
 from .linear import LMHead, TokenEmbedding
@@ -30,13 +34,16 @@ from .probe import probe
 
 
 class Block(nn.Module):
-    """Attention then MLP, each on a residual branch; the norm sits before (pre) or after (post)."""
+    """Attention (then cross-attention, in a decoder that reads a source) then MLP, each on a
+    residual branch; the norm sits before (pre) or after (post)."""
 
-    def __init__(self, config: Config, layer_index: int) -> None:
+    def __init__(self, config: Config, layer_index: int, cross: bool = False) -> None:
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
         self.attn_norm = make_norm(config)
         self.attn = Attention(config, layer_index)
+        self.cross_norm = make_norm(config) if cross else None
+        self.cross_attn = CrossAttention(config, layer_index) if cross else None
         self.mlp_norm = make_norm(config)
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
@@ -44,18 +51,25 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, context: ForwardContext) -> torch.Tensor:
         if self.pre_norm:
             x = x + self.drop(self.attn(self.attn_norm(x), context))
+            if self.cross_attn is not None:
+                x = x + self.drop(self.cross_attn(self.cross_norm(x), context))
             return x + self.drop(self.mlp(self.mlp_norm(x)))
         x = self.attn_norm(x + self.drop(self.attn(x, context)))
+        if self.cross_attn is not None:
+            x = self.cross_norm(x + self.drop(self.cross_attn(x, context)))
         return self.mlp_norm(x + self.drop(self.mlp(x)))
 
 
 class Transformer(nn.Module):
     """The backbone (`hidden`: ids -> hidden states) and its LM head (`forward`: ids -> logits)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, shared_embedding: TokenEmbedding | None = None) -> None:
         super().__init__()
         self.config = config
-        self.tok_emb = TokenEmbedding(config.vocab_size, config.d_model)
+        if shared_embedding is None:
+            self.tok_emb = TokenEmbedding(config.vocab_size, config.d_model)
+        else:  # an encoder reads its decoder's embedding, kept out of _modules: one owner, saved once
+            self.__dict__["tok_emb"] = shared_embedding
         self.pos_emb = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(config.position)
         self.pos_emb = self.pos_emb(config) if self.pos_emb else None
         self.rope = RotaryEmbedding(config) if config.position == "rope" else None
@@ -63,16 +77,17 @@ class Transformer(nn.Module):
         self.type_emb = nn.Embedding(config.token_types, config.d_model) if config.token_types else None
         self.emb_norm = make_norm(config) if config.embedding_norm else None
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config, i, cross=config.is_encoder_decoder) for i in range(config.n_layers))
+        self.encoder = Transformer(config.encoder_config(), self.tok_emb) if config.is_encoder_decoder else None
         self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
         tied = self.tok_emb if config.tie_embeddings else None
-        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, tied_to=tied),
+        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, config.head_bias, tied_to=tied),
                         "mlm": lambda: MLMHead(config, self.tok_emb), "none": lambda: None}[config.head]()
         self.pooler = Pooler(config) if config.pooler else None
         # A zero-size buffer that follows .to(), .float() and .bfloat16(): the dtype activations
         # flow in and the device they live on, whatever the weights are stored as.
         self.register_buffer("anchor", torch.empty(0), persistent=False)
-        if not self.tok_emb.weight_t.is_meta:
+        if not self.tok_emb.weight_t.is_meta and shared_embedding is None:
             self.init_weights()
 
     @property
@@ -102,18 +117,26 @@ class Transformer(nn.Module):
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                cache: KVCache | None = None, positions: torch.Tensor | None = None,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+               token_type_ids: torch.Tensor | None = None,
+               encoder_output: EncoderOutput | None = None) -> torch.Tensor:
         """input_ids (B, T) -> hidden states (B, T, C), the final norm applied.
 
         attention_mask (B, T): 1 for real tokens, 0 for padding (left or right). cache: past keys
         and values; the new tokens are appended to it. positions (B, T): by default real tokens
         are counted from the cache's next position. token_type_ids (B, T): segments (default 0).
+        encoder_output: an encoder-decoder's source, from encode_source (default: the cache's).
         """
         valid = padding_of(input_ids, attention_mask)  # (B, T) bool, or None: no padding
         if positions is None:
             positions = infer_positions(input_ids, valid, cache)
         x = self.embed(input_ids, positions, token_type_ids)  # (B, T, C)
         context = self.forward_context(positions, valid, cache)
+        if self.encoder is not None:
+            context.encoder_output = encoder_output if encoder_output is not None else \
+                cache.encoder_output if cache is not None else None
+            if context.encoder_output is None:
+                raise LucidError("an encoder-decoder's decoder reads a source: pass "
+                                 "encoder_output=model.encode_source(source_ids), or a cache that holds it")
         for block in self.blocks:
             x = block(x, context)
         if cache is not None:
@@ -124,6 +147,8 @@ class Transformer(nn.Module):
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Token + absolute position + segment embeddings, normed where the model says, (B, T, C)."""
         x = self.tok_emb(input_ids)
+        if self.config.embedding_scale != 1.0:
+            x = x * self.config.embedding_scale
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         if self.type_emb is not None:
@@ -133,16 +158,21 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, positions: torch.Tensor | None = None,
                 return_attentions: bool = False, logits_for: str | torch.Tensor = "all",
-                token_type_ids: torch.Tensor | None = None):
+                token_type_ids: torch.Tensor | None = None, encoder_output: EncoderOutput | None = None,
+                source_ids: torch.Tensor | None = None, source_mask: torch.Tensor | None = None):
         """input_ids (B, T) -> the head's output: logits (B, T, V), or the hidden states (B, T, C)
         of a model without a head; arguments as for hidden().
 
         logits_for="last": only the last position's logits (B, 1, V), which is all generation
-        needs; a (B, T) bool tensor: only those positions', (N, V) (masked-LM training). return_attentions: also return each layer's attention weights (B, H, T, S), as
-        recorded by a probe on every layer.
+        needs; a (B, T) bool tensor: only those positions', (N, V) (masked-LM training).
+        return_attentions: also return each layer's attention weights (B, H, T, S), as
+        recorded by a probe on every layer. source_ids (B, S) and source_mask: an encoder-decoder's
+        source, encoded in this same forward (training: one call, as DistributedDataParallel needs).
         """
+        if source_ids is not None:
+            encoder_output = self.encode_source(source_ids, source_mask)
         with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
-            x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids)
+            x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids, encoder_output)
         if isinstance(logits_for, torch.Tensor):
             x = x[logits_for]  # (N, C)
         elif logits_for == "last":
@@ -160,6 +190,12 @@ class Transformer(nn.Module):
             positions, key_positions, key_valid, self.config.causal, cache=cache,
             rope=self.rope.angles(positions, self.dtype) if self.rope is not None else None,
             position_bias=self.rel_bias(positions, key_positions) if self.rel_bias is not None else None)
+
+    def encode_source(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
+        """An encoder-decoder's source ids (B, S), padded on the right, -> what its decoder reads."""
+        if self.encoder is None:
+            raise LucidError("this model has no encoder: only an encoder-decoder encodes a source")
+        return EncoderOutput(self.encoder.hidden(input_ids, attention_mask), padding_of(input_ids, attention_mask))
 
     # --- one vector per text -------------------------------------------------------------------
 
@@ -197,8 +233,9 @@ class Transformer(nn.Module):
 
     def set_fused_attention(self, fused: bool) -> None:
         """Choose the fused kernel (default) or the plain softmax path in every layer."""
-        for block in self.blocks:
-            block.attn.fused = fused
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fused = fused
 
     def set_dropout(self, p: float) -> None:
         """Change every dropout rate (residual, embedding and attention), e.g. to fine-tune."""
@@ -220,6 +257,8 @@ class Transformer(nn.Module):
         if n < 1:
             raise LucidError(f"cannot resize the vocabulary to {n} tokens")
         self.config = self.config.replace(vocab_size=n)
+        if self.encoder is not None:  # it shares the embedding, resized below
+            self.encoder.config = self.encoder.config.replace(vocab_size=n)
         self.tok_emb.resize(n)
         if self.lm_head is not None:
             self.lm_head.resize(n)

@@ -19,7 +19,11 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
     config = model.config
     family = hf_family(config)
     tensors = to_source(HF_FAMILIES[family].table, config, {k: v.cpu() for k, v in model_state(model).items()})
+    if family == "bert" and config.head == "mlm":  # BertForMaskedLM keeps its encoder under "bert."
+        tensors = {(name if name.startswith("cls.") else f"bert.{name}"): t for name, t in tensors.items()}
     extra = {"dtype": str(model.dtype).removeprefix("torch.")}
+    if config.is_encoder_decoder:
+        extra["pad_token_id"] = 0  # transformers' defaults (1, or 58100 for Marian) may not be in a small vocabulary
     if tokenizer is not None:
         if tokenizer.bos_token_id is not None:
             extra["bos_token_id"] = tokenizer.bos_token_id
@@ -32,6 +36,8 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
         (tmp / "config.json").write_text(json.dumps(hf_config_from(config, family, extra), indent=2))
         eos = sorted(tokenizer.eos_token_ids) if tokenizer is not None else []
         generation = {"eos_token_id": eos if len(eos) != 1 else eos[0]} if eos else {}
+        if config.is_encoder_decoder:
+            generation.update(decoder_start_token_id=config.decoder_start_token_id, pad_token_id=extra["pad_token_id"])
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
         if tokenizer is not None:
             if getattr(tokenizer, "kind", "") == "bpe":

@@ -6,12 +6,13 @@ Keys that would change the computation in a way we do not implement are refused,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import FAMILIES, Config
 from ..errors import FormatError
-from .name_tables import HF_BERT, HF_GPT2, HF_LLAMA, NameTable
+from .name_tables import HF_BART, HF_BERT, HF_GPT2, HF_LLAMA, HF_MARIAN, HF_MBART, NameTable
 
 ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "silu": "silu", "swish": "silu", "relu": "relu"}
@@ -135,6 +136,30 @@ def _bert_heads(names: list[str]) -> dict[str, Any]:
             "pooler": any(n.endswith("pooler.dense.weight") for n in names)}
 
 
+def _seq2seq(data: dict[str, Any], origin: str) -> Config:
+    """BART, mBART and Marian: an encoder and a decoder of the same widths, shared embeddings."""
+    family = data["model_type"]
+    for encoder_key, decoder_key in (("encoder_attention_heads", "decoder_attention_heads"),
+                                     ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if data[encoder_key] != data[decoder_key]:
+            raise FormatError(f"{origin}: {encoder_key} != {decoder_key} is not supported (one width for both stacks)")
+    if data.get("normalize_before") or data.get("add_final_layer_norm") or data.get("normalize_embedding") is False:
+        raise FormatError(f"{origin}: {family} with pre-norm or extra final norms (mBART's layout) is not supported")
+    if family == "marian" and (not data.get("share_encoder_decoder_embeddings", True)
+                               or data.get("decoder_vocab_size", data["vocab_size"]) != data["vocab_size"]):
+        raise FormatError(f"{origin}: Marian with separate source and target vocabularies is not supported")
+    if data.get("tie_word_embeddings") is False:
+        raise FormatError(f"{origin}: {family} with an LM head of its own (tie_word_embeddings=false) is not supported")
+    d_model = data["d_model"]
+    return _config(FAMILIES[family], vocab_size=data["vocab_size"], context_length=data["max_position_embeddings"],
+                   d_model=d_model, n_layers=data["decoder_layers"], encoder_layers=data["encoder_layers"],
+                   n_heads=data["decoder_attention_heads"], d_ff=data["decoder_ffn_dim"],
+                   activation=_activation(data.get("activation_function", "gelu"), origin),
+                   embedding_scale=math.sqrt(d_model) if data.get("scale_embedding") else 1.0,
+                   decoder_start_token_id=data.get("decoder_start_token_id"),
+                   dropout=data.get("dropout", 0.0), attention_dropout=data.get("attention_dropout", 0.0))
+
+
 @dataclass(frozen=True)
 class HFFamily:
     """A Hugging Face model_type: how its config.json becomes a Config, how its tensors are named,
@@ -152,6 +177,9 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "mistral": HFFamily(_llama_like, HF_LLAMA),
     "qwen2": HFFamily(_llama_like, HF_LLAMA),
     "bert": HFFamily(_bert, HF_BERT, _bert_heads),
+    "bart": HFFamily(_seq2seq, HF_BART),
+    "mbart": HFFamily(_seq2seq, HF_MBART),
+    "marian": HFFamily(_seq2seq, HF_MARIAN),
 }
 
 
@@ -163,6 +191,9 @@ def hf_family(config: Config) -> str:
     def refuse(why: str) -> None:
         raise FormatError(f"cannot export to a Hugging Face model: {why}")
 
+    if config.is_encoder_decoder or not config.causal:
+        return _family_by_switches(config, ("bart", "mbart", "marian") if config.is_encoder_decoder else ("bert",),
+                                   refuse)
     if not config.causal:
         refuse("bidirectional attention (no causal LM family here)")
     if config.norm_placement != "pre" or not config.final_norm:
@@ -186,10 +217,66 @@ def hf_family(config: Config) -> str:
     return "qwen2" if config.qkv_bias else "llama"
 
 
+# Switches a family leaves to its config.json, beside its sizes.
+_FREE = {"activation", "dropout", "attention_dropout", "head", "pooler", "pooling", "normalize_pooled",
+         "embedding_scale", "decoder_start_token_id", "token_types", "norm_eps"}
+
+
+def _family_by_switches(config: Config, candidates: tuple[str, ...], refuse) -> str:
+    """The family whose fixed switches this config has (BERT, BART, mBART, Marian)."""
+    for family in candidates:
+        switches = {k: v for k, v in FAMILIES[family].items() if k not in _FREE}
+        if all(getattr(config, k) == v for k, v in switches.items()):
+            break
+    else:
+        refuse(f"no Hugging Face family has this {'encoder-decoder' if config.is_encoder_decoder else 'encoder'}'s "
+               f"mechanisms (compare with {', '.join(candidates)})")
+    if config.n_kv_heads != config.n_heads or config.head_dim * config.n_heads != config.d_model:
+        refuse(f"{family} needs n_kv_heads == n_heads and head_dim * n_heads == d_model")
+    if config.sliding_window is not None or config.position not in ("learned", "sinusoidal"):
+        refuse(f"{family} has no sliding window or {config.position} positions")
+    if config.embedding_scale not in (1.0, math.sqrt(config.d_model)):
+        refuse(f"{family} scales embeddings by 1 or sqrt(d_model), not {config.embedding_scale}")
+    if family != "bert" and config.norm_eps != 1e-5:
+        refuse(f"{family}'s norms use eps 1e-5 (this model: {config.norm_eps})")
+    return family
+
+
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+
+def _encoder_config(config: Config, family: str) -> dict[str, Any]:
+    """config.json for BERT, BART, mBART and Marian."""
+    act = _HF_ACTIVATIONS[config.activation]
+    if family == "bert":
+        return {"model_type": "bert", "architectures": ["BertForMaskedLM" if config.head == "mlm" else "BertModel"],
+                "vocab_size": config.vocab_size, "hidden_size": config.d_model, "num_hidden_layers": config.n_layers,
+                "num_attention_heads": config.n_heads, "intermediate_size": config.d_ff, "hidden_act": act,
+                "max_position_embeddings": config.context_length, "type_vocab_size": config.token_types,
+                "layer_norm_eps": config.norm_eps, "hidden_dropout_prob": config.dropout,
+                "attention_probs_dropout_prob": config.attention_dropout, "tie_word_embeddings": True}
+    architecture = {"bart": "BartForConditionalGeneration", "mbart": "MBartForConditionalGeneration",
+                    "marian": "MarianMTModel"}[family]
+    data = {"model_type": family, "architectures": [architecture], "is_encoder_decoder": True,
+            "vocab_size": config.vocab_size, "d_model": config.d_model, "max_position_embeddings": config.context_length,
+            "encoder_layers": config.encoder_layers, "decoder_layers": config.n_layers,
+            "encoder_attention_heads": config.n_heads, "decoder_attention_heads": config.n_heads,
+            "encoder_ffn_dim": config.d_ff, "decoder_ffn_dim": config.d_ff, "activation_function": act,
+            "scale_embedding": config.embedding_scale != 1.0, "dropout": config.dropout,
+            "attention_dropout": config.attention_dropout, "activation_dropout": 0.0,
+            "decoder_start_token_id": config.decoder_start_token_id, "forced_eos_token_id": None,
+            "tie_word_embeddings": True}
+    if family == "marian":
+        data.update(share_encoder_decoder_embeddings=True, decoder_vocab_size=config.vocab_size)
+    return data
+
+
 def hf_config_from(config: Config, family: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """config.json contents for `family` that transformers reads back as this config."""
     extra = extra or {}
-    if family == "gpt2":
+    if family in ("bert", "bart", "mbart", "marian"):
+        data = _encoder_config(config, family)
+    elif family == "gpt2":
         data = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
                 "n_positions": config.context_length, "n_embd": config.d_model, "n_layer": config.n_layers,
                 "n_head": config.n_heads, "n_inner": config.d_ff, "layer_norm_epsilon": config.norm_eps,

@@ -19,7 +19,8 @@ def _mechanisms(config: Config) -> str:
                  "MQA" if config.n_kv_heads == 1 else f"GQA {config.n_heads}/{config.n_kv_heads}")
     mlp = f"{'gated ' if config.gated_mlp else ''}{config.activation}"
     window = f", window {config.sliding_window}" if config.sliding_window else ""
-    encoder = "" if config.causal else ", bidirectional"
+    encoder = ", encoder-decoder (cross-attention)" if config.is_encoder_decoder else \
+        "" if config.causal else ", bidirectional"
     segments = f", {config.token_types} token types" if config.token_types else ""
     head = {"lm": "", "mlm": ", masked-LM head", "none": ", no head"}[config.head]
     pooling = f", {config.pooling} pooling{' (normalised)' if config.normalize_pooled else ''}" \
@@ -51,7 +52,8 @@ def describe(path: str | Path | None) -> list[tuple[str, str]]:
         ("mechanisms", _mechanisms(config)),
         ("parameters", f"{parameters:,}"),
         ("layers x width", f"{config.n_layers} x {config.d_model} (heads {config.n_heads}, head dim {config.head_dim}, "
-                           f"MLP {config.d_ff})"),
+                           f"MLP {config.d_ff})" + (f"; the encoder's: {config.encoder_layers} x {config.d_model}"
+                                                    if config.is_encoder_decoder else "")),
         ("context length", f"{config.context_length:,} tokens"),
         ("stored as", about["stored as"]),
         ("computes in", "float32 by default (--dtype bfloat16 to halve memory)"),

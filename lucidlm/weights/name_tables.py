@@ -3,8 +3,10 @@
 A row maps one source tensor to one of our tensors, or to one part of a fused tensor of ours (our
 attention has one qkv matrix and a gated MLP one [gate | up] matrix, parts stacked as output rows),
 with transforms applied in order: "transpose" (our matrices have nn.Linear's (out, in) layout, as
-most files do; GPT-2's Conv1D stores (in, out)) and "unpermute_q"/"unpermute_k" (undo the row order
-llama.cpp gives Llama's query/key weights for its interleaved rotary layout).
+most files do; GPT-2's Conv1D stores (in, out)), "unpermute_q"/"unpermute_k" (undo the row order
+llama.cpp gives Llama's query/key weights for its interleaved rotary layout), "drop_2_rows" (BART
+looks position p up at row p + 2) and "flatten" (BART's logits bias is stored (1, V)).
+A source name holds {i} for a (decoder) layer index and {e} for an encoder layer index.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ class NameTable:
     ignore: tuple[str, ...] = ()  # regexes of source tensors that carry no weights (mask buffers)
     optional_prefix: str = ""  # sources may be saved with or without it (GPT2Model vs GPT2LMHeadModel)
 
-    def expand(self, n_layers: int) -> dict[str, Row]:
-        """source name -> Row with {i} filled in, for every layer."""
+    def expand(self, n_layers: int, encoder_layers: int = 0) -> dict[str, Row]:
+        """source name -> Row with {i} (or {e}, in an encoder) filled in, for every layer."""
         out = {}
         for row in self.rows:
-            layers = range(n_layers) if "{i}" in row.source else [None]
+            key, count = ("{i}", n_layers) if "{i}" in row.source else ("{e}", encoder_layers)
+            layers = range(count) if key in row.source else [None]
             for i in layers:
-                fill = (lambda s: s.replace("{i}", str(i))) if i is not None else (lambda s: s)
+                fill = (lambda s: s.replace(key, str(i))) if i is not None else (lambda s: s)
                 out[fill(row.source)] = Row(fill(row.source), fill(row.target), row.part, row.transform,
                                             row.zero_if_absent)
         return out
@@ -53,7 +56,7 @@ class NameTable:
 
 
 # Fused tensors of ours, in the order their parts are stacked (output features: rows, the first dimension).
-FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up")}
+FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up"), "cross_attn.kv": ("k", "v")}
 
 
 def part_sizes(config) -> dict[str, int]:
@@ -209,3 +212,42 @@ HF_BERT = NameTable(
             r"cls\.seq_relationship\..*"),
     optional_prefix="bert.",
 )
+
+
+def _seq2seq_rows(learned_positions: bool, final_norms: bool = False) -> tuple[Row, ...]:
+    """BART's and Marian's layout: separate q/k/v projections (fused into our qkv, and k/v of the
+    cross-attention into its kv), post-norm layers named after what they follow."""
+    def layer(src: str, ours: str, cross: bool) -> list[tuple]:
+        rows = [(f"{src}.self_attn.{name}_proj.{kind}", f"{ours}.attn.qkv.{kind}", name)
+                for name in ("q", "k", "v") for kind in ("weight", "bias")]
+        for source, target in (("self_attn.out_proj", "attn.out"), ("self_attn_layer_norm", "attn_norm"),
+                               ("fc1", "mlp.up"), ("fc2", "mlp.down"), ("final_layer_norm", "mlp_norm"),
+                               *((("encoder_attn.q_proj", "cross_attn.q"), ("encoder_attn.out_proj", "cross_attn.out"),
+                                  ("encoder_attn_layer_norm", "cross_norm")) if cross else ())):
+            rows += [(f"{src}.{source}.{kind}", f"{ours}.{target}.{kind}") for kind in ("weight", "bias")]
+        if cross:
+            rows += [(f"{src}.encoder_attn.{name}_proj.{kind}", f"{ours}.cross_attn.kv.{kind}", name)
+                     for name in ("k", "v") for kind in ("weight", "bias")]
+        return rows
+
+    stacks = []
+    for src, ours in (("model.encoder", "encoder."), ("model.decoder", "")):
+        if learned_positions:
+            stacks += [(f"{src}.embed_positions.weight", f"{ours}pos_emb.weight", None, ("drop_2_rows",)),
+                       (f"{src}.layernorm_embedding.weight", f"{ours}emb_norm.weight"),
+                       (f"{src}.layernorm_embedding.bias", f"{ours}emb_norm.bias")]
+        index = "{e}" if ours else "{i}"
+        stacks += layer(f"{src}.layers.{index}", f"{ours}blocks.{index}", cross=not ours)
+        if final_norms:
+            stacks += [(f"{src}.layer_norm.{kind}", f"{ours}final_norm.{kind}") for kind in ("weight", "bias")]
+    return _rows(("model.shared.weight", "tok_emb.weight"), *stacks, ("lm_head.weight", "lm_head.weight"),
+                 ("final_logits_bias", "lm_head.bias", None, ("flatten",)))
+
+
+# The encoder's and decoder's embed_tokens are the shared matrix (tied copies, when saved).
+_SEQ2SEQ_IGNORE = (r"model\.(encoder|decoder)\.embed_tokens\.weight",)
+HF_BART = NameTable("Hugging Face BART", _seq2seq_rows(learned_positions=True), _SEQ2SEQ_IGNORE)
+HF_MBART = NameTable("Hugging Face mBART", _seq2seq_rows(learned_positions=True, final_norms=True), _SEQ2SEQ_IGNORE)
+# Marian's sinusoidal tables are computed, not stored (older files may still carry them).
+HF_MARIAN = NameTable("Hugging Face Marian", _seq2seq_rows(learned_positions=False),
+                      _SEQ2SEQ_IGNORE + (r"model\.(encoder|decoder)\.embed_positions\.weight",))

@@ -32,7 +32,8 @@ from .name_tables import NameTable, Row
 from .translate import count_layers
 
 # Our own names, for counting the layers of our checkpoints.
-OUR_LAYERS = NameTable("lucidlm", (Row("blocks.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),))
+OUR_LAYERS = NameTable("lucidlm", (Row("blocks.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),
+                                   Row("encoder.blocks.{e}.attn_norm.weight", "encoder.blocks.{e}.attn_norm.weight")))
 
 
 class Source:
@@ -70,9 +71,11 @@ class Source:
     def check_depth(self) -> None:
         """The config's layer count against the tensors present: a corrupt or lying header must
         not make anyone build (or count the parameters of) a billion layers."""
-        found = count_layers(self.table or OUR_LAYERS, self.names)
-        if found != self.config.n_layers:
-            raise FormatError(f"{self.path}: the config says {self.config.n_layers} layers, the tensors describe {found}")
+        for placeholder, said, what in (("{i}", self.config.n_layers, "layers"),
+                                         ("{e}", self.config.encoder_layers, "encoder layers")):
+            found = count_layers(self.table or OUR_LAYERS, self.names, placeholder)
+            if found != said:
+                raise FormatError(f"{self.path}: the config says {said} {what}, the tensors describe {found}")
 
     def describe(self) -> dict[str, str]:
         """architecture, name and how the weights are stored, for `lucidlm info`."""

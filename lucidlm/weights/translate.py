@@ -37,6 +37,10 @@ def _transform(t: torch.Tensor, transforms: tuple[str, ...], config: Config, inv
     for name in (reversed(transforms) if inverse else transforms):
         if name == "transpose":
             t = t.t().contiguous()
+        elif name == "drop_2_rows":  # rows 0 and 1 are never looked up; export writes zeros there
+            t = torch.cat((t.new_zeros(2, *t.shape[1:]), t)) if inverse else t[2:]
+        elif name == "flatten":
+            t = t[None] if inverse else t.reshape(-1)
         else:
             heads = config.n_heads if name == "unpermute_q" else config.n_kv_heads
             t = permute(t, heads) if inverse else unpermute(t, heads)
@@ -59,10 +63,12 @@ def check_finite(tensor: torch.Tensor, name: str, origin: str) -> None:
         raise FormatError(f"{origin}: tensor {name} holds NaN or infinite values (a corrupt file?)")
 
 
-def count_layers(table: NameTable, source_names: Iterable[str]) -> int:
-    """How many layers the source's tensor names describe (highest layer index + 1)."""
-    patterns = [re.compile(re.escape(row.source).replace(r"\{i\}", r"(\d+)")) for row in table.rows
-                if "{i}" in row.source]
+def count_layers(table: NameTable, source_names: Iterable[str], placeholder: str = "{i}") -> int:
+    """How many layers (or encoder layers, with "{e}") the source's tensor names describe (highest
+    layer index + 1)."""
+    escaped = re.escape(placeholder)
+    patterns = [re.compile(re.escape(row.source).replace(escaped, r"(\d+)")) for row in table.rows
+                if placeholder in row.source]
     highest = -1
     for name in source_names:
         for candidate in table.spellings(name):
@@ -82,7 +88,7 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
     `read(name)` loads one source tensor, so a consumer that takes each yielded tensor in (the
     loader) holds only one tensor, plus the parts of one fused tensor, beyond the model.
     """
-    rows = table.expand(config.n_layers)
+    rows = table.expand(config.n_layers, config.encoder_layers)
     parts: dict[str, dict[str | None, torch.Tensor]] = {}
     done: set[str] = set()
     unexpected = []
@@ -139,7 +145,7 @@ def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) 
     output rows), and layouts that always carry a bias get zeros where our model has none."""
     sizes = part_sizes(config)
     out = {}
-    for source, row in table.expand(config.n_layers).items():
+    for source, row in table.expand(config.n_layers, config.encoder_layers).items():
         tensor = state.get(row.target)
         if tensor is None:
             if row.zero_if_absent:
