@@ -23,7 +23,7 @@ VERBS = {
     "tokenizer": (None, None, None, "tokenizer tools: `lucidlm tokenizer train`"),
     "train": ("lucidlm.train.command", "add_train_arguments", "train_main",
               "train a GPT from scratch or fine-tune one (checkpoints, resume, DDP)"),
-    "data": (None, None, None, "data tools: `lucidlm data show`"),
+    "data": (None, None, None, "data tools: `lucidlm data show`, `lucidlm data pairs`"),
     "attention": ("lucidlm.look.commands", "add_attention_arguments", "attention_main",
                   "attention weights: a table per head, heatmaps (--png), the explorer page (--html)"),
     "next": ("lucidlm.look.commands", "add_next_arguments", "next_main",
@@ -34,6 +34,8 @@ VERBS = {
               "sentence embeddings of texts (an encoder such as all-MiniLM-L6-v2), with their cosine similarities"),
     "fill-mask": ("lucidlm.encode", "add_fill_mask_arguments", "fill_mask_main",
                   "the most likely tokens for each [MASK] in a text (a BERT with its masked-LM head)"),
+    "translate": ("lucidlm.translate", "add_translate_arguments", "translate_main",
+                  "an encoder-decoder's translations of texts, greedy or by beam search (--pairs: exact match)"),
     "embeddings": ("lucidlm.look.commands", "add_embeddings_arguments", "embeddings_main",
                    "token embeddings in a plane (PCA, or the raw plane of a 2-wide model)"),
 }
@@ -42,6 +44,8 @@ SUBVERBS = {
                              "learn a byte-level BPE from text files"),
     ("data", "show"): ("lucidlm.train.command", "add_show_arguments", "show_main",
                        "show training windows: inputs, shifted targets and masks side by side"),
+    ("data", "pairs"): ("lucidlm.train.command", "add_pairs_arguments", "pairs_main",
+                        "write a translation task: English number words and their French (source<TAB>target)"),
 }
 
 

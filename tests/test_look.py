@@ -171,6 +171,30 @@ def test_the_explorer_shows_any_text_as_text(tmp_path, browser):
     assert page.eval_on_selector_all("#layer option", "os => os.length") == 1
 
 
+def test_the_explorer_draws_cross_attention_from_target_rows_to_source_columns(tmp_path, browser):
+    # 3 target tokens attend over 5 source tokens: row q puts its weight on source token q + 1
+    weights = np.zeros((1, 2, 3, 5), dtype=np.float32)
+    for q in range(3):
+        weights[0, :, q, q + 1] = 1.0
+    view = look.AttentionView(weights, np.ones((1, 3, 5), bool), [0], ["trois", "·cent", "·douze"], 2,
+                              key_tokens=["three", "·hundred", "·and", "·twelve", "</s>"], kind="cross-attention")
+    assert "·douze" in view.table(0, head=0) and "·twelv" in view.table(0, head=0)  # columns: 6 characters
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(view.html(tmp_path / "cross.html").as_uri())
+    assert page.eval_on_selector_all("#lines text.key", "ts => ts.map(t => t.textContent)") == view.keys
+    assert page.eval_on_selector_all("#lines text.query", "ts => ts.map(t => t.textContent)") == view.tokens
+    drawn = page.eval_on_selector_all("#lines path", "ps => ps.map(p => [p.dataset.q, p.dataset.k])")
+    assert sorted(drawn) == [["0", "1"], ["1", "2"], ["2", "3"]]
+    page.hover("#lines text.query[data-index='2']")
+    assert "·twelve 1.00" in page.inner_text("#status")
+    page.click("#view-matrix")
+    assert page.eval_on_selector_all("#matrix tr", "trs => trs.length") == 4  # the header and 3 target rows
+    assert page.eval_on_selector_all("#matrix tr:first-child th", "ths => ths.length") == 6
+    assert errors == []
+
+
 def test_next_token_shows_what_each_sampler_stage_removes(model, tokenizer):
     view = look.next_token(model, tokenizer, TEXT, top=8,
                            settings=GenerationSettings(temperature=0.7, top_k=5, top_p=0.9))

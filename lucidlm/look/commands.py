@@ -55,6 +55,10 @@ def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", metavar="FOLDER", help="write one heatmap per layer and a model view there")
     parser.add_argument("--html", metavar="FILE", help="write the explorer: one self-contained HTML page")
     parser.add_argument("--width", type=int, help="columns of the table (default: the terminal's)")
+    parser.add_argument("--cross", action="store_true",
+                        help="an encoder-decoder's cross-attention while it translates the text (rows: the "
+                             "tokens it wrote, columns: the source's); without it, an encoder-decoder shows its "
+                             "encoder's self-attention")
 
 
 def attention_main(args: argparse.Namespace) -> int:
@@ -62,13 +66,14 @@ def attention_main(args: argparse.Namespace) -> int:
     model, tokenizer = load_from_args(args)
     pictures = args.png or args.html
     chosen = _layers(args.layers) or ("all" if pictures else None)
-    layer = args.layer if args.layer is not None else \
-        chosen[0] if isinstance(chosen, list) else model.config.n_layers - 1
+    config = model.config
+    depth = config.encoder_layers if config.is_encoder_decoder and not args.cross else config.n_layers  # what is shown
+    layer = args.layer if args.layer is not None else chosen[0] if isinstance(chosen, list) else depth - 1
     chosen = chosen or [layer]
-    if args.html:  # before the forward: a page too large to write is known from the sizes alone
+    if args.html and not model.config.is_encoder_decoder:  # before the forward: the sizes alone tell
         check_page_size(model.config.n_layers if chosen == "all" else len(chosen), model.config.n_heads,
                         len(text_ids(model, tokenizer, text)))
-    view = attention(model, tokenizer, text, chosen)
+    view = attention(model, tokenizer, text, chosen, cross=args.cross)
     if not pictures or args.layer is not None or args.head is not None:
         print(view.table(layer, args.head, args.width))
     if args.png:

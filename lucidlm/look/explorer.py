@@ -2,7 +2,7 @@
 JSON inside it; no network, no CDN), which opens from disk in any browser.
 
 Pick a layer and a head (or the mean of all heads); the lines view joins each query token (left)
-to the keys it attends to (right), thicker and darker for more weight; the matrix view shows the
+to the keys it attends to (right: the same text, or an encoder-decoder's source for cross-attention), thicker and darker for more weight; the matrix view shows the
 same numbers as a grid, masked cells in grey. Hovering a token highlights what it attends to.
 After bertviz's head view (Vig 2019), written here in plain DOM code.
 """
@@ -55,7 +55,8 @@ button.on { background: #335; color: #fff; }
 <script>
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
-const T = D.tokens.length, H = D.n_heads;
+const K = D.keys || D.tokens;  // the key tokens: the same text, or (cross-attention) the source
+const T = D.tokens.length, S = K.length, H = D.n_heads;
 const layerSel = document.getElementById("layer"), headSel = document.getElementById("head");
 const svg = document.getElementById("lines"), table = document.getElementById("matrix");
 const status = document.getElementById("status");
@@ -66,13 +67,13 @@ for (let h = 0; h < H; h++) {
   headSel.add(new Option("head " + h + kv, h));
 }
 
-function weights() {  // the (T, T) matrix on show, rows = queries
+function weights() {  // the (T, S) matrix on show, rows = queries
   const li = Number(layerSel.value), h = Number(headSel.value);
-  const at = (hh, q, k) => D.weights[li][hh][q * T + k];
+  const at = (hh, q, k) => D.weights[li][hh][q * S + k];
   const m = [];
   for (let q = 0; q < T; q++) {
     const row = [];
-    for (let k = 0; k < T; k++) {
+    for (let k = 0; k < S; k++) {
       if (h >= 0) { row.push(at(h, q, k)); continue; }
       let s = 0; for (let hh = 0; hh < H; hh++) s += at(hh, q, k);
       row.push(s / H);
@@ -81,14 +82,14 @@ function weights() {  // the (T, T) matrix on show, rows = queries
   }
   return m;
 }
-const visible = (q, k) => D.visible[Number(layerSel.value)][q * T + k] === 1;
+const visible = (q, k) => D.visible[Number(layerSel.value)][q * S + k] === 1;
 
 const esc = s => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 function drawLines(m) {  // markup parsed inside <svg> is SVG: no namespace needed
   const row = 22, left = 150, right = 450, parts = [];
-  svg.setAttribute("width", 620); svg.setAttribute("height", row * T + 20);
-  for (let q = 0; q < T; q++) for (let k = 0; k < T; k++) {
+  svg.setAttribute("width", 620); svg.setAttribute("height", row * Math.max(T, S) + 20);
+  for (let q = 0; q < T; q++) for (let k = 0; k < S; k++) {
     if (!visible(q, k) || m[q][k] < 0.01) continue;
     const y1 = 16 + q * row - 4, y2 = 16 + k * row - 4, mid = (left + right) / 2;
     parts.push(`<path d="M${left + 6},${y1} C${mid},${y1} ${mid},${y2} ${right - 6},${y2}" ` +
@@ -97,8 +98,8 @@ function drawLines(m) {  // markup parsed inside <svg> is SVG: no namespace need
   }
   D.tokens.forEach((tok, i) => {
     parts.push(`<text x="${left}" y="${16 + i * row}" text-anchor="end" class="tok query" data-index="${i}">${esc(tok)}</text>`);
-    parts.push(`<text x="${right}" y="${16 + i * row}" class="tok key" data-index="${i}">${esc(tok)}</text>`);
   });
+  K.forEach((tok, i) => parts.push(`<text x="${right}" y="${16 + i * row}" class="tok key" data-index="${i}">${esc(tok)}</text>`));
   svg.innerHTML = parts.join("");
 }
 svg.addEventListener("mouseover", e => {
@@ -111,18 +112,18 @@ function drawMatrix(m) {
   table.replaceChildren();
   const head = table.insertRow();
   head.appendChild(document.createElement("th"));
-  D.tokens.forEach(tok => { const th = document.createElement("th"); th.textContent = tok; head.appendChild(th); });
+  K.forEach(tok => { const th = document.createElement("th"); th.textContent = tok; head.appendChild(th); });
   for (let q = 0; q < T; q++) {
     const tr = table.insertRow(); tr.dataset.q = q;
     const th = document.createElement("th"); th.className = "row tok"; th.textContent = D.tokens[q]; tr.appendChild(th);
-    for (let k = 0; k < T; k++) {
+    for (let k = 0; k < S; k++) {
       const td = tr.insertCell();
       if (!visible(q, k)) { td.className = "masked"; td.textContent = "\u2013"; continue; }
       const w = m[q][k];
       td.style.background = `rgba(36, 86, 166, ${w.toFixed(3)})`;
       td.style.color = w > 0.5 ? "#fff" : "#222";
       td.textContent = w.toFixed(2).replace(/^0/, "");
-      td.title = `${D.tokens[q]} \u2192 ${D.tokens[k]}: ${w.toFixed(3)}`;
+      td.title = `${D.tokens[q]} \u2192 ${K[k]}: ${w.toFixed(3)}`;
     }
     tr.addEventListener("mouseenter", () => focus("query", q));
     tr.addEventListener("mouseleave", () => focus(null, -1));
@@ -142,9 +143,10 @@ function focus(side, index) {  // highlight one token's attention; side null: cl
   const pairs = side === "query" ? m[index].map((w, k) => [w, k]).filter(([, k]) => visible(index, k))
                                  : m.map((row, q) => [row[index], q]).filter(([, q]) => visible(q, index));
   pairs.sort((a, b) => b[0] - a[0]);
-  const top = pairs.slice(0, 3).map(([w, j]) => `${D.tokens[j]} ${w.toFixed(2)}`).join(", ");
+  const named = side === "query" ? K : D.tokens;
+  const top = pairs.slice(0, 3).map(([w, j]) => `${named[j]} ${w.toFixed(2)}`).join(", ");
   status.textContent = side === "query" ? `\u201c${D.tokens[index]}\u201d attends most to: ${top}`
-                                        : `attending most to \u201c${D.tokens[index]}\u201d: ${top}`;
+                                        : `attending most to \u201c${K[index]}\u201d: ${top}`;
 }
 
 function draw() { const m = weights(); drawLines(m); drawMatrix(m); }
@@ -161,17 +163,18 @@ draw();
 """
 
 
-def check_page_size(n_layers: int, n_heads: int, n_tokens: int) -> None:
-    if n_layers * n_heads * n_tokens ** 2 > MAX_VALUES:
-        raise LucidError(f"{n_layers} layers x {n_heads} heads x {n_tokens}x{n_tokens} tokens is too much for one page "
+def check_page_size(n_layers: int, n_heads: int, n_tokens: int, n_keys: int | None = None) -> None:
+    n_keys = n_tokens if n_keys is None else n_keys
+    if n_layers * n_heads * n_tokens * n_keys > MAX_VALUES:
+        raise LucidError(f"{n_layers} layers x {n_heads} heads x {n_tokens}x{n_keys} tokens is too much for one page "
                          f"(at most {MAX_VALUES:,} weights): choose fewer --layers or a shorter text")
 
 
 def write_explorer(view, path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the explorer page for an AttentionView; returns the path."""
-    L, H, T, _ = view.weights.shape
-    check_page_size(L, H, T)
-    data = {"tokens": view.tokens, "layers": view.layers, "n_heads": H, "n_kv_heads": view.n_kv_heads,
+    L, H, T, S = view.weights.shape
+    check_page_size(L, H, T, S)
+    data = {"tokens": view.tokens, "keys": view.keys, "layers": view.layers, "n_heads": H, "n_kv_heads": view.n_kv_heads,
             "weights": [[[round(float(w), 3) for w in view.weights[i, h].ravel()] for h in range(H)]
                         for i in range(L)],
             "visible": [[int(v) for v in view.visible[i].ravel()] for i in range(L)]}

@@ -10,6 +10,7 @@ from ..errors import LucidError, reading
 from ..tokenizer import CharTokenizer, Tokenizer
 from ..tokenizer.commands import visible_piece
 from .data import Split, Windows, read_corpus, tokenize_corpus
+from .number_words import number_pairs, write_pairs
 from .run_folder import RunFolder
 from .settings import TRAIN_PRESETS, TrainSettings, add_setting_flags, resolve
 from .trainer import Trainer
@@ -92,4 +93,26 @@ def show_main(args: argparse.Namespace) -> int:
             shown_out = visible_piece(tokenizer.token_bytes(int(targets[row, t]))) if real else "·pad·"
             print(f"  {t:>4}  {shown_in:<16.16} {shown_out:<16.16} {int(real)}")
     sys.stdout.flush()
+    return 0
+
+
+def add_pairs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="the training pairs file (source<TAB>target lines)")
+    parser.add_argument("--count", type=int, default=20000, help="training pairs (default 20000)")
+    parser.add_argument("--test-out", type=Path, help="also write held-out pairs here: numbers the training file "
+                                                      "does not hold")
+    parser.add_argument("--test-count", type=int, default=500, help="held-out pairs (default 500)")
+    parser.add_argument("--seed", type=int, default=0, help="which numbers are drawn (default 0)")
+
+
+def pairs_main(args: argparse.Namespace) -> int:
+    wanted = args.count + (args.test_count if args.test_out is not None else 0)
+    if args.count < 1 or (args.test_out is not None and args.test_count < 1):
+        raise LucidError("--count and --test-count must be at least 1")
+    pairs = number_pairs(wanted, args.seed)  # distinct numbers: the held-out ones are never trained on
+    write_pairs(args.out, pairs[:args.count])
+    print(f"wrote {args.count} pairs to {args.out}, e.g. {pairs[0][1]!r} → {pairs[0][2]!r}")
+    if args.test_out is not None:
+        write_pairs(args.test_out, pairs[args.count:])
+        print(f"wrote {args.test_count} held-out pairs to {args.test_out}")
     return 0

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,11 +40,13 @@ def read_corpus(paths: Sequence[Path], separator: str | None) -> list[str]:
     return documents
 
 
-def _fingerprint(paths: Sequence[Path], tokenizer, val_fraction: float, separator: str | None) -> str:
+def _fingerprint(paths: Sequence[Path], tokenizer, val_fraction: float, separator: str | None,
+                 encoding: str | None = None) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    digest.update(json.dumps([tokenizer.vocab_size, repr(tokenizer), val_fraction, separator]).encode())
+    extra = [encoding] if encoding else []  # none: the fingerprints of earlier runs stay valid
+    digest.update(json.dumps([tokenizer.vocab_size, repr(tokenizer), val_fraction, separator, *extra]).encode())
     return digest.hexdigest()
 
 
@@ -59,14 +61,17 @@ class Split:
         return len(self.tokens)
 
 
-def tokenize_corpus(paths: Sequence[Path], tokenizer, separator: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+def tokenize_corpus(paths: Sequence[Path], tokenizer, separator: str | None,
+                    encode: Callable[[str], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """All documents' ids in one array (each followed by EOS when the tokenizer has one), where
-    each document starts, and how many there are."""
+    each document starts, and how many there are. encode: how a document becomes ids (default:
+    the tokenizer's encode_ordinary; an objective may structure it)."""
     documents = read_corpus(paths, separator)
     eos = tokenizer.eos_token_id
+    encode = encode or tokenizer.encode_ordinary
     pieces, starts, total = [], [], 0
     for doc in documents:
-        ids = tokenizer.encode_ordinary(doc)
+        ids = encode(doc)
         if eos is not None:
             ids = ids + [eos]  # the model learns where a document ends
         starts.append(total)
@@ -76,10 +81,10 @@ def tokenize_corpus(paths: Sequence[Path], tokenizer, separator: str | None) -> 
 
 
 def prepare(paths: Sequence[Path], tokenizer, folder: Path, val_fraction: float,
-            separator: str | None = None) -> dict:
+            separator: str | None = None, encode: Callable[[str], list[int]] | None = None) -> dict:
     """Tokenize the corpus into folder/{train,val}.bin (+ document offsets), unless a previous
-    run already did so for the same files and tokenizer. Returns the metadata."""
-    fingerprint = _fingerprint(paths, tokenizer, val_fraction, separator)
+    run already did so for the same files, tokenizer and encoding. Returns the metadata."""
+    fingerprint = _fingerprint(paths, tokenizer, val_fraction, separator, getattr(encode, "__qualname__", None))
     meta_path = folder / META_FILE
     if meta_path.exists():
         try:
@@ -88,11 +93,15 @@ def prepare(paths: Sequence[Path], tokenizer, folder: Path, val_fraction: float,
             meta = {}
         if meta.get("fingerprint") == fingerprint:
             return meta
-    tokens, doc_starts, n_documents = tokenize_corpus(paths, tokenizer, separator)
+    tokens, doc_starts, n_documents = tokenize_corpus(paths, tokenizer, separator, encode)
     if tokens.size and int(tokens.max()) >= tokenizer.vocab_size:
         raise LucidError("the tokenizer produced an id outside its own vocabulary")
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     n_train = int(len(tokens) * (1 - val_fraction))  # the first 90% trains, as in nanoGPT
+    if encode is not None and n_train < len(tokens):
+        # Structured documents (pairs) are records, never cut: the split moves to the next one's start.
+        later = doc_starts[doc_starts >= n_train]
+        n_train = int(later[0]) if len(later) else len(tokens)
     n_val = len(tokens) - n_train
     folder.mkdir(parents=True, exist_ok=True)
     splits = {"train": (tokens[:n_train], doc_starts[doc_starts < n_train]),

@@ -5,6 +5,7 @@ batch into a loss, so the trainer's loop is the same for every kind of model.
 - MaskedLM: predict hidden tokens from both sides (BERT; Devlin et al. 2019). 15% of the real
   tokens are chosen; 80% of those become [MASK], 10% a random token and 10% stay as they are, so
   the model cannot learn that only [MASK] needs predicting. The loss is on the chosen tokens only.
+- SequenceToSequence (translation.py): write a target given a source, with an encoder-decoder.
 """
 
 from __future__ import annotations
@@ -19,15 +20,9 @@ import torch.nn.functional as F
 from ..errors import LucidError
 from ..generation import generate, make_sampler
 from .data import Split, Windows
+from .loss import IGNORE, masked_loss
+from .translation import SequenceToSequence
 
-IGNORE = -100  # cross_entropy's ignore_index: a position without a target
-
-
-def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the real targets (padding masked out)."""
-    if not bool(mask.all()):
-        targets = targets.masked_fill(~mask, IGNORE)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
 
 
 class NextToken:
@@ -39,6 +34,9 @@ class NextToken:
         self.tokenizer, self.settings = tokenizer, settings
 
     def check(self, config) -> None:
+        if config.is_encoder_decoder:
+            raise LucidError("this model is an encoder-decoder: its decoder reads a source, so train it on "
+                             "pairs with --objective seq2seq")
         if not config.causal:
             raise LucidError("this model sees both sides (causal = false), so next-token prediction would let it "
                              "read the answer: train it with --objective mlm")
@@ -226,7 +224,7 @@ class MaskedWindows:
         return {"input_ids": inputs, "attention_mask": real.long(), "labels": labels}
 
 
-OBJECTIVES = {"next-token": NextToken, "mlm": MaskedLM}
+OBJECTIVES = {"next-token": NextToken, "mlm": MaskedLM, "seq2seq": SequenceToSequence}
 
 
 def make_objective(name: str, tokenizer, settings):

@@ -19,7 +19,7 @@ from ..errors import ConfigError, LucidError, check_known_fields
 from ..flags import add_flags, given, setting, type_problems
 from ..options import MAX_THREADS
 
-OBJECTIVES = ("next-token", "mlm")
+OBJECTIVES = ("next-token", "mlm", "seq2seq")
 
 
 @dataclass
@@ -30,8 +30,9 @@ class TrainSettings:
     out: str | None = setting(None, "the run folder")
     preset: str | None = setting(None, "a model with its training settings (the presets are listed above)")
     init_from: str | None = setting(None, "a pretrained model to fine-tune (all weights)")
-    objective: str = setting("next-token", "what the model learns: 'next-token' (GPT) or 'mlm' (BERT's masked "
-                                           "tokens, for a bidirectional model)")
+    objective: str = setting("next-token", "what the model learns: 'next-token' (GPT), 'mlm' (BERT's masked "
+                                           "tokens, for a bidirectional model) or 'seq2seq' (an encoder-decoder "
+                                           "learns each line's target from its source: source<TAB>target)")
     mask_probability: float = setting(0.15, "mlm: the share of tokens chosen for prediction (of those, 8 in 10 "
                                             "become [MASK], 1 a random token, 1 stays)")
     whole_word_mask: bool = setting(False, "mlm: choose whole words (all their ## pieces), not single pieces")
@@ -126,6 +127,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # Masked-LM pre-training of a small BERT over a WordPiece vocabulary trained on the corpus.
     "tiny-bert": dict(tokenizer=None, objective="mlm", bpe_vocab_size=2048, max_iters=2000, batch_size=32,
                       learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=20),
+    # A small encoder-decoder that learns to translate pairs (lucidlm data pairs writes some).
+    "tiny-translator": dict(tokenizer=None, objective="seq2seq", bpe_vocab_size=512, max_iters=2000, batch_size=64,
+                            learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=500, eval_iters=10),
 }
 
 

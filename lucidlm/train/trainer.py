@@ -27,7 +27,7 @@ from ..tokenizer import CharTokenizer, Tokenizer, WordPieceTokenizer
 from ..weights import load
 from . import distributed
 from .data import Batches, Windows, open_split, prepare, read_corpus
-from .objectives import describe_baseline, make_objective
+from .objectives import OBJECTIVES, describe_baseline, make_objective
 from .optimizer import make_optimizer
 from .plot import plot_losses
 from .run_folder import RunFolder
@@ -83,6 +83,10 @@ class Trainer:
         self.device = distributed.local_device(device, self.world)
         self.run = RunFolder(s.out)
         self.main = self.world.is_main
+        # Where the corpus splits into documents: the user's --doc-separator, else the objective's
+        # own (seq2seq: every line is a pair), else whole files.
+        self.separator = s.doc_separator if s.doc_separator is not None else \
+            getattr(OBJECTIVES[s.objective], "separator", None)
 
         state = None
         if resume:
@@ -132,15 +136,15 @@ class Trainer:
             if s.init_from and not s.tokenizer:
                 tokenizer = None  # the pretrained model brings its own (see _model)
             elif s.tokenizer == "char":
-                tokenizer = CharTokenizer("".join(read_corpus(paths, s.doc_separator)))
+                tokenizer = CharTokenizer("".join(read_corpus(paths, self.separator)))
             elif s.tokenizer:
                 tokenizer = Tokenizer.from_file(s.tokenizer)
             elif s.objective == "mlm":
                 self._say(f"training a {s.bpe_vocab_size}-piece WordPiece on the corpus (pass --tokenizer to reuse one)")
-                tokenizer = WordPieceTokenizer.train(read_corpus(paths, s.doc_separator), s.bpe_vocab_size, progress=True)
+                tokenizer = WordPieceTokenizer.train(read_corpus(paths, self.separator), s.bpe_vocab_size, progress=True)
             else:
                 self._say(f"training a {s.bpe_vocab_size}-token BPE on the corpus (pass --tokenizer to reuse one)")
-                tokenizer = Tokenizer.train(read_corpus(paths, s.doc_separator), s.bpe_vocab_size, progress=True)
+                tokenizer = Tokenizer.train(read_corpus(paths, self.separator), s.bpe_vocab_size, progress=True)
             if tokenizer is not None:
                 tokenizer.save(root)
         distributed.barrier(self.world)
@@ -175,6 +179,8 @@ class Trainer:
                                  f"the vocabulary does not fit the model")
             vocab = config.vocab_size  # a larger table is allowed (e.g. rounded up for speed)
         config = config.replace(vocab_size=vocab, **({"dropout": s.dropout} if s.dropout is not None else {}))
+        if config.is_encoder_decoder and config.decoder_start_token_id is None:
+            config = config.replace(decoder_start_token_id=self.tokenizer.eos_token_id)  # BART's choice
         with torch.device(self.device):
             model = Transformer(config)
         return model.train()
@@ -183,7 +189,8 @@ class Trainer:
         s = self.settings
         folder = self.run.path / "data"
         if self.main:
-            prepare(check_data_paths(s), self.tokenizer, folder, s.val_fraction, s.doc_separator)
+            prepare(check_data_paths(s), self.tokenizer, folder, s.val_fraction, self.separator,
+                    getattr(self.objective, "encode_document", None))
         distributed.barrier(self.world)
         pad = self.tokenizer.pad_token_id or 0
         stride = s.stride or (1 if s.sampling == "random" else self.window)
