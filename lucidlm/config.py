@@ -20,7 +20,7 @@ NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu")
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "relative", "none")
 ROPE_SCALINGS = ("none", "linear", "llama3")
-HEADS = ("lm", "mlm", "none")  # next-token logits; masked-LM logits (BERT); none: the hidden states
+HEADS = ("lm", "mlm", "classify", "none")  # next-token logits; masked-LM logits (BERT); one label per text; none: the hidden states
 POOLINGS = ("none", "cls", "mean", "max")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")  # sin/cos in alternate channels (Vaswani), or sin | cos (Marian)
 
@@ -62,6 +62,7 @@ class Config:
     embedding_norm: bool = False  # a norm right after the embeddings (BERT)
     head: str = "lm"  # what model(ids) returns: see HEADS
     pooler: bool = False  # BERT's pooler: dense + tanh on the first token (model.pool)
+    n_labels: int = 2  # head "classify": how many classes
     pooling: str = "none"  # how model.encode makes one vector per text: see POOLINGS
     normalize_pooled: bool = False  # L2-normalise those vectors
     encoder_layers: int = 0  # > 0: an encoder-decoder; the encoder has this many blocks, n_layers is the decoder's
@@ -101,6 +102,8 @@ class Config:
         need(self.position in POSITION_KINDS, "position", f"must be one of {POSITION_KINDS}")
         need(self.rope_scaling in ROPE_SCALINGS, "rope_scaling", f"must be one of {ROPE_SCALINGS}")
         need(self.head in HEADS, "head", f"must be one of {HEADS}")
+        need(isinstance(self.n_labels, int) and not isinstance(self.n_labels, bool) and self.n_labels >= 1,
+             "n_labels", "must be a positive integer")
         need(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
         need(self.sinusoidal_layout in SINUSOIDAL_LAYOUTS, "sinusoidal_layout", f"must be one of {SINUSOIDAL_LAYOUTS}")
         need(isinstance(self.encoder_layers, int) and not isinstance(self.encoder_layers, bool)

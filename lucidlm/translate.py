@@ -8,14 +8,16 @@ from pathlib import Path
 
 from .errors import LucidError
 from .files import add_input_errors_option, argument_text
+from .generation import make_sampler
 from .generation.seq2seq import generate_seq2seq
 from .options import add_model_options, load_from_args
 
 
 def translate(model, tokenizer, texts: list[str], num_beams: int = 1, max_tokens: int | None = None,
-              length_penalty: float = 1.0, early_stopping: bool | str = False) -> list[str]:
+              length_penalty: float = 1.0, early_stopping: bool | str = False, temperature: float = 0.0,
+              seed: int | None = None) -> list[str]:
     """Each text's translation, through the model's tokenizer (the source ends with the end token,
-    as in training)."""
+    as in training): greedy, sampled (temperature > 0) or by beam search (num_beams > 1)."""
     if tokenizer is None or tokenizer.eos_token_id is None:
         raise LucidError("translate needs the model's tokenizer, with an end token")
     eos = tokenizer.eos_token_id
@@ -23,7 +25,8 @@ def translate(model, tokenizer, texts: list[str], num_beams: int = 1, max_tokens
     outputs = generate_seq2seq(model, sources, max_tokens or model.config.context_length,
                                eos_token_ids=sorted(tokenizer.eos_token_ids | {eos}), num_beams=num_beams,
                                length_penalty=length_penalty, early_stopping=early_stopping,
-                               pad_id=tokenizer.pad_token_id or 0)
+                               pad_id=tokenizer.pad_token_id or 0, seed=seed,
+                               sampler=make_sampler(temp=temperature) if temperature > 0 else None)
     return [tokenizer.decode([t for t in out if t not in tokenizer.eos_token_ids | {eos}]) for out in outputs]
 
 
@@ -53,6 +56,8 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0,
                         help="beam search: a finished translation scores log-probability / length ** this")
     parser.add_argument("--max-tokens", type=int, help="longest translation, in tokens (default: the context)")
+    parser.add_argument("--temp", type=float, default=0.0, help="sample at this temperature (default 0: greedy)")
+    parser.add_argument("--seed", type=int, help="random seed for sampling")
     parser.add_argument("--show", type=int, default=5, help="with --pairs: wrong translations to show (default 5)")
     add_input_errors_option(parser)
     add_model_options(parser)
@@ -63,12 +68,15 @@ def translate_main(args: argparse.Namespace) -> int:
         raise LucidError("give texts to translate, or --pairs FILE to measure exact match")
     if args.num_beams < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise LucidError("--num-beams and --max-tokens must be at least 1")
+    if not args.temp >= 0 or args.temp == float("inf") or (args.temp > 0 and args.num_beams > 1):
+        raise LucidError("--temp must be a finite number >= 0, and sampling does not mix with --num-beams")
     texts = [argument_text(t, args.errors, "a text") for t in args.texts]
     pairs = read_pairs(args.pairs) if args.pairs is not None else []
     model, tokenizer = load_from_args(args)
     if not model.config.is_encoder_decoder:
         raise LucidError("this model has no encoder: translate needs an encoder-decoder (try lucidlm generate)")
-    options = dict(num_beams=args.num_beams, max_tokens=args.max_tokens, length_penalty=args.length_penalty)
+    options = dict(num_beams=args.num_beams, max_tokens=args.max_tokens, length_penalty=args.length_penalty,
+                   temperature=args.temp, seed=args.seed)
     for text, output in zip(texts, translate(model, tokenizer, texts, **options) if texts else []):
         print(f"{text} → {output}")
     if pairs:

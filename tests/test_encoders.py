@@ -250,3 +250,40 @@ def test_the_commands(capsys, minilm_path):
         code = main(argv)
         _, err = capsys.readouterr()
         assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_a_bert_exports_to_hugging_face_with_the_same_logits(tmp_path):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    model, _ = lucidlm.load(tmp_path / "bert")
+    lucidlm.export_hf(model, None, tmp_path / "out")
+    again = transformers.BertForMaskedLM.from_pretrained(tmp_path / "out").eval()
+    ids = torch.randint(0, 99, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    torch.testing.assert_close(again(ids, attention_mask=mask).logits[mask.bool()],
+                               model(ids, attention_mask=mask)[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_a_bert_sequence_classifier_loads_and_exports_with_transformers_logits(tmp_path):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    reference = transformers.BertForSequenceClassification(config).eval()
+    reference.save_pretrained(tmp_path / "bert")
+    model, _ = lucidlm.load(tmp_path / "bert")
+    assert model.config.head == "classify" and model.config.n_labels == 3 and model.config.pooler
+    ids = torch.randint(0, 99, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    expected = reference(ids, attention_mask=mask).logits
+    torch.testing.assert_close(model(ids, attention_mask=mask), expected, atol=1e-5, rtol=1e-5)
+    lucidlm.export_hf(model, None, tmp_path / "out")
+    again = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(again(ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=1e-5)

@@ -1,5 +1,5 @@
-"""Heads on the backbone's hidden states (B, T, C): the masked-LM head, BERT's pooler, and the
-pooling that makes one vector per text (sentence embeddings).
+"""Heads on the backbone's hidden states (B, T, C): the masked-LM head, BERT's pooler, the
+sequence-classification head, and the pooling that makes one vector per text (sentence embeddings).
 
 The LM head itself lives with the embedding it may share (model/linear.py). The masked-LM head
 follows BERT (Devlin et al. 2019; transformers' BertLMPredictionHead): dense -> activation ->
@@ -34,6 +34,24 @@ class MLMHead(nn.Module):
 
     def resize(self, n: int) -> None:
         self.decoder.resize(n)
+
+
+class ClassifierHead(nn.Module):
+    """Hidden states (B, T, C) -> one label's logits per text (B, n_labels), from the first token
+    ([CLS]) through the model's pooler where it has one (transformers' BertForSequenceClassification)."""
+
+    def __init__(self, config: Config, pooler: "Pooler | None") -> None:
+        super().__init__()
+        self.__dict__["pooler"] = pooler  # the model's own, saved under pooler.*: one owner
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = Linear(config.d_model, config.n_labels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.pooler(x) if self.pooler is not None else x[:, 0]
+        return self.classifier(self.drop(pooled))
+
+    def resize(self, n: int) -> None:
+        pass  # labels, not tokens: a new token changes nothing here
 
 
 class Pooler(nn.Module):

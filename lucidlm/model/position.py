@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
@@ -40,7 +41,10 @@ class LearnedPositions(nn.Module):
         if int(positions.max()) >= self.weight.shape[0]:
             raise LucidError(f"position {int(positions.max())} is beyond the model's learned "
                              f"context of {self.weight.shape[0]} tokens")
-        return self.weight[positions]  # (B, T, C)
+        # F.embedding, not weight[positions]: with positions (B, T) the indexing's backward adds
+        # the rows' gradients in a thread-dependent order (measured: not bit-identical run to run
+        # on 2 threads), and a resumed run must repeat an uninterrupted one exactly.
+        return F.embedding(positions, self.weight)  # (B, T, C)
 
 
 def sinusoidal_table(n_positions: int, dim: int, layout: str = "interleaved") -> torch.Tensor:
@@ -142,4 +146,4 @@ class RelativePositionBias(nn.Module):
     def forward(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
         distance = key_positions[:, None, :] - query_positions[:, :, None]  # (B, T, S)
         index = distance.clamp(-self.max_distance, self.max_distance) + self.max_distance
-        return self.weight[index].permute(0, 3, 1, 2)  # (B, T, S, H) -> (B, H, T, S)
+        return F.embedding(index, self.weight).permute(0, 3, 1, 2)  # (B, T, S, H) -> (B, H, T, S), as above

@@ -23,7 +23,7 @@ from ..errors import LucidError
 from .attention import Attention, CrossAttention
 from .context import EncoderOutput, ForwardContext
 from .kv_cache import KVCache
-from .heads import MLMHead, Pooler, pool
+from .heads import ClassifierHead, MLMHead, Pooler, pool
 from .linear import LMHead, TokenEmbedding
 from .mask import padding_of
 from .mlp import MLP
@@ -81,9 +81,10 @@ class Transformer(nn.Module):
         self.encoder = Transformer(config.encoder_config(), self.tok_emb) if config.is_encoder_decoder else None
         self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
         tied = self.tok_emb if config.tie_embeddings else None
-        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, config.head_bias, tied_to=tied),
-                        "mlm": lambda: MLMHead(config, self.tok_emb), "none": lambda: None}[config.head]()
         self.pooler = Pooler(config) if config.pooler else None
+        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, config.head_bias, tied_to=tied),
+                        "mlm": lambda: MLMHead(config, self.tok_emb), "none": lambda: None,
+                        "classify": lambda: ClassifierHead(config, self.pooler)}[config.head]()
         # A zero-size buffer that follows .to(), .float() and .bfloat16(): the dtype activations
         # flow in and the device they live on, whatever the weights are stored as.
         self.register_buffer("anchor", torch.empty(0), persistent=False)
@@ -173,7 +174,9 @@ class Transformer(nn.Module):
             encoder_output = self.encode_source(source_ids, source_mask)
         with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
             x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids, encoder_output)
-        if isinstance(logits_for, torch.Tensor):
+        if self.config.head == "classify":
+            pass  # the head reads the first token: (B, n_labels)
+        elif isinstance(logits_for, torch.Tensor):
             x = x[logits_for]  # (N, C)
         elif logits_for == "last":
             x = x[:, -1:]

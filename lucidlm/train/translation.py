@@ -55,7 +55,7 @@ class SequenceToSequence:
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(batch["decoder_inputs"], attention_mask=batch["target_mask"],
                        source_ids=batch["source_ids"], source_mask=batch["source_mask"])
-        return masked_loss(logits, batch["targets"], batch["target_mask"].bool())
+        return masked_loss(logits, batch["targets"], batch["target_mask"].bool()) * batch["share"]
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["source_mask"].sum() + batch["target_mask"].sum())
@@ -124,6 +124,9 @@ class Pairs:
         return [int(t) for t in tokens[start:tab]] + [self.objective.eos_id], [int(t) for t in tokens[tab + 1:end]]
 
     def batch(self, indices: Sequence[int], generator: torch.Generator, keep: slice) -> dict[str, torch.Tensor]:
+        """This process's rows of the global batch `indices`. `share` scales their mean loss so
+        that the processes' average is the mean over every target token of the global batch (pairs
+        differ in length: a plain average of the processes' means would weigh tokens unequally)."""
         pairs = [self.pair(int(k)) for k in indices[keep]]
         pad, start = self.objective.pad_id, self.objective.eos_id
         sources = [source for source, _ in pairs]
@@ -138,5 +141,8 @@ class Pairs:
         source_ids, source_mask = padded(sources, pad)
         decoder_inputs, target_mask = padded([[start] + t[:-1] for t in targets], pad)
         target_ids, _ = padded(targets, pad)
+        everyone = sum(self.spans[int(k)][2] - self.spans[int(k)][1] - 1 for k in indices)  # target tokens
+        processes = len(indices) / len(pairs)
+        share = torch.tensor(processes * int(target_mask.sum()) / everyone)
         return {"source_ids": source_ids, "source_mask": source_mask, "decoder_inputs": decoder_inputs,
-                "targets": target_ids, "target_mask": target_mask}
+                "targets": target_ids, "target_mask": target_mask, "share": share}

@@ -19,8 +19,9 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
     config = model.config
     family = hf_family(config)
     tensors = to_source(HF_FAMILIES[family].table, config, {k: v.cpu() for k, v in model_state(model).items()})
-    if family == "bert" and config.head == "mlm":  # BertForMaskedLM keeps its encoder under "bert."
-        tensors = {(name if name.startswith("cls.") else f"bert.{name}"): t for name, t in tensors.items()}
+    if family == "bert" and config.head in ("mlm", "classify"):  # a BERT with a head keeps its encoder under "bert."
+        tensors = {(name if name.startswith(("cls.", "classifier.")) else f"bert.{name}"): t
+                   for name, t in tensors.items()}
     extra = {"dtype": str(model.dtype).removeprefix("torch.")}
     if config.is_encoder_decoder:
         extra["pad_token_id"] = 0  # transformers' defaults (1, or 58100 for Marian) may not be in a small vocabulary

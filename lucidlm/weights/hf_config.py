@@ -126,14 +126,16 @@ def _bert(data: dict[str, Any], origin: str) -> Config:
                    n_heads=data["num_attention_heads"], d_ff=data["intermediate_size"],
                    norm_eps=data.get("layer_norm_eps", 1e-12), activation=_activation(data.get("hidden_act", "gelu"), origin),
                    token_types=data.get("type_vocab_size", 2), dropout=data.get("hidden_dropout_prob", 0.0),
+                   n_labels=len(data.get("id2label") or {}) or 2,
                    attention_dropout=data.get("attention_probs_dropout_prob", 0.0))
 
 
 def _bert_heads(names: list[str]) -> dict[str, Any]:
     """BertModel, BertForMaskedLM and BertForPreTraining share config.json: the tensors say which
     heads there are."""
-    return {"head": "mlm" if any(n.startswith("cls.predictions.") for n in names) else "none",
-            "pooler": any(n.endswith("pooler.dense.weight") for n in names)}
+    head = "mlm" if any(n.startswith("cls.predictions.") for n in names) else \
+        "classify" if "classifier.weight" in names else "none"
+    return {"head": head, "pooler": any(n.endswith("pooler.dense.weight") for n in names)}
 
 
 def _seq2seq(data: dict[str, Any], origin: str) -> Config:
@@ -218,7 +220,7 @@ def hf_family(config: Config) -> str:
 
 
 # Switches a family leaves to its config.json, beside its sizes.
-_FREE = {"activation", "dropout", "attention_dropout", "head", "pooler", "pooling", "normalize_pooled",
+_FREE = {"activation", "dropout", "attention_dropout", "head", "pooler", "pooling", "normalize_pooled", "n_labels",
          "embedding_scale", "decoder_start_token_id", "token_types", "norm_eps"}
 
 
@@ -249,7 +251,11 @@ def _encoder_config(config: Config, family: str) -> dict[str, Any]:
     """config.json for BERT, BART, mBART and Marian."""
     act = _HF_ACTIVATIONS[config.activation]
     if family == "bert":
-        return {"model_type": "bert", "architectures": ["BertForMaskedLM" if config.head == "mlm" else "BertModel"],
+        architecture = {"mlm": "BertForMaskedLM", "classify": "BertForSequenceClassification"}.get(config.head,
+                                                                                                 "BertModel")
+        labels = {"id2label": {str(i): f"LABEL_{i}" for i in range(config.n_labels)},
+                  "label2id": {f"LABEL_{i}": i for i in range(config.n_labels)}} if config.head == "classify" else {}
+        return {"model_type": "bert", "architectures": [architecture], **labels,
                 "vocab_size": config.vocab_size, "hidden_size": config.d_model, "num_hidden_layers": config.n_layers,
                 "num_attention_heads": config.n_heads, "intermediate_size": config.d_ff, "hidden_act": act,
                 "max_position_embeddings": config.context_length, "type_vocab_size": config.token_types,

@@ -22,7 +22,8 @@ def _mechanisms(config: Config) -> str:
     encoder = ", encoder-decoder (cross-attention)" if config.is_encoder_decoder else \
         "" if config.causal else ", bidirectional"
     segments = f", {config.token_types} token types" if config.token_types else ""
-    head = {"lm": "", "mlm": ", masked-LM head", "none": ", no head"}[config.head]
+    head = {"lm": "", "mlm": ", masked-LM head", "none": ", no head",
+            "classify": f", classification head ({config.n_labels} labels)"}[config.head]
     pooling = f", {config.pooling} pooling{' (normalised)' if config.normalize_pooled else ''}" \
         if config.pooling != "none" else ""
     return (f"{config.norm} ({config.norm_placement}), {config.position} positions, {attention}, {mlp} MLP"

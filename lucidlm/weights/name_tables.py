@@ -205,6 +205,8 @@ HF_BERT = NameTable(
         ("cls.predictions.transform.LayerNorm.weight", "lm_head.norm.weight"),
         ("cls.predictions.transform.LayerNorm.bias", "lm_head.norm.bias"),
         ("cls.predictions.bias", "lm_head.decoder.bias"),
+        ("classifier.weight", "lm_head.classifier.weight"),  # BertForSequenceClassification
+        ("classifier.bias", "lm_head.classifier.bias"),
     ),
     # position_ids is a buffer; the decoder's weight and bias are the embedding's and the bias
     # above (tied copies, when saved); next-sentence prediction is not a head lucidlm has.
