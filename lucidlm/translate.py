@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import LucidError
 from .files import add_input_errors_option, argument_text
+from .flags import finite_number
 from .generation import make_sampler
 from .generation.seq2seq import generate_seq2seq
 from .options import add_model_options, load_from_args
@@ -68,8 +69,10 @@ def translate_main(args: argparse.Namespace) -> int:
         raise LucidError("give texts to translate, or --pairs FILE to measure exact match")
     if args.num_beams < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise LucidError("--num-beams and --max-tokens must be at least 1")
-    if not args.temp >= 0 or args.temp == float("inf") or (args.temp > 0 and args.num_beams > 1):
+    if not finite_number(args.temp) or args.temp < 0 or (args.temp > 0 and args.num_beams > 1):
         raise LucidError("--temp must be a finite number >= 0, and sampling does not mix with --num-beams")
+    if not finite_number(args.length_penalty):
+        raise LucidError(f"--length-penalty must be a finite number (got {args.length_penalty})")
     texts = [argument_text(t, args.errors, "a text") for t in args.texts]
     pairs = read_pairs(args.pairs) if args.pairs is not None else []
     model, tokenizer = load_from_args(args)

@@ -102,3 +102,19 @@ def shakespeare() -> str:
 @pytest.fixture(scope="session")
 def mixed_text() -> str:
     return (DATA / "mixed_code_unicode.txt").read_text(encoding="utf-8")
+
+
+def train_in_one_and_two_processes(argv: list[str], folder: Path) -> tuple[Path, Path]:
+    """`lucidlm train argv` in one process with batch 8 and under torchrun in two with batch 4 (the
+    same global batch); the two run folders."""
+    import subprocess
+    import sys
+
+    single = subprocess.run([sys.executable, "-m", "lucidlm", "train", *argv, "--batch-size", "8",
+                             "--out", str(folder / "one")], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
+    double = subprocess.run([*torchrun, "-m", "lucidlm", "train", *argv, "--batch-size", "4",
+                             "--out", str(folder / "two")], capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr
+    return folder / "one", folder / "two"

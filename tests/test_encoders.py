@@ -79,22 +79,32 @@ def test_wordpiece_ids_equal_tokenizers_on_generated_text(minilm, oracle, text):
     assert minilm[1].encode(text, allowed_special="all", add_special_tokens=True) == oracle.encode(text).ids
 
 
+@pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second"])
 @pytest.mark.parametrize("a, b, limit", [(5, 30, 16), (30, 5, 16), (12, 9, 13), (12, 9, 14), (9, 12, 14), (40, 40, 25),
                                          (3, 3, 50)])
-def test_pairs_truncation_and_padding_equal_tokenizers(minilm, oracle, a, b, limit):
+def test_pairs_truncation_and_padding_equal_tokenizers(minilm, oracle, a, b, limit, strategy):
     _, tok = minilm
     words = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8").split()
     first, second = " ".join(words[:a]), " ".join(words[100:100 + b])
-    oracle.enable_truncation(limit)
+    oracle.enable_truncation(limit, strategy=strategy)
     try:
         expected = oracle.encode(first, second)
+    except Exception:  # tokenizers refuses when the one text to cut cannot give up enough
+        with pytest.raises(LucidError, match=strategy):
+            tok(first, second, truncation=strategy, max_length=limit)
+        return
     finally:
         oracle.no_truncation()
-    got = tok(first, second, truncation=True, max_length=limit)
+    got = tok(first, second, truncation=True if strategy == "longest_first" else strategy, max_length=limit)
     assert got["input_ids"] == expected.ids and got["token_type_ids"] == expected.type_ids
     batch = tok([first, "short"], ["x", "y z"], padding=True, return_tensors="pt")
     assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape
     assert batch["attention_mask"][1].sum() == len(tok("short", "y z")["input_ids"])
+
+
+def test_an_unknown_truncation_strategy_is_refused(minilm):
+    with pytest.raises(LucidError, match="truncation='bogus'"):
+        minilm[1]("text", truncation="bogus")
 
 
 def test_wordpiece_files_round_trip_and_tokenizers_reads_ours(minilm, tmp_path):
@@ -287,3 +297,21 @@ def test_a_bert_sequence_classifier_loads_and_exports_with_transformers_logits(t
     lucidlm.export_hf(model, None, tmp_path / "out")
     again = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
     torch.testing.assert_close(again(ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_max_pooling_folder_pools_by_max(minilm_path, tmp_path):
+    import shutil
+
+    folder = tmp_path / "max"
+    shutil.copytree(minilm_path, folder)
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    pooling.update(pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True)  # sentence-transformers' keys
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    model, tok = lucidlm.load(folder)
+    assert model.config.pooling == "max"
+    batch = tok(["a short one", "a somewhat longer sentence here"], padding=True, return_tensors="pt")
+    hidden = model.hidden(batch["input_ids"], batch["attention_mask"], token_type_ids=batch["token_type_ids"])
+    expected = torch.nn.functional.normalize(
+        hidden.masked_fill(batch["attention_mask"][..., None] == 0, float("-inf")).amax(dim=1), dim=-1)
+    torch.testing.assert_close(model.encode(["a short one", "a somewhat longer sentence here"]), expected,
+                               atol=1e-6, rtol=1e-5)

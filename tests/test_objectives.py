@@ -16,7 +16,7 @@ from lucidlm.tokenizer import WordPieceTokenizer
 from lucidlm.train.data import Split, Windows
 from lucidlm.train.objectives import IGNORE, MaskedLM
 
-from conftest import DATA
+from conftest import DATA, train_in_one_and_two_processes
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "king", "is", "dead", "long", "live", "##s", "##ly"]
 
@@ -92,8 +92,10 @@ def test_a_process_gets_its_rows_of_the_global_batch_with_the_same_masks():
     data = o.dataset(windows)
     whole = data.batch(list(range(8)), torch.Generator().manual_seed(3), slice(0, 8))
     half = data.batch(list(range(8)), torch.Generator().manual_seed(3), slice(4, 8))
-    for key in whole:
+    for key in ("input_ids", "attention_mask", "labels"):
         assert torch.equal(whole[key][4:], half[key])
+    chosen = (whole["labels"] != IGNORE).sum()
+    assert whole["share"] == 1.0 and half["share"] == pytest.approx(2 * (half["labels"] != IGNORE).sum() / chosen)
 
 
 # --- training from scratch ---------------------------------------------------------------------
@@ -171,3 +173,17 @@ def test_whole_word_masking_needs_wordpiece(corpus, tmp_path, capsys):
     tok.mask_token_id = tok.special_tokens["[MASK]"]
     with pytest.raises(lucidlm.LucidError, match="whole-word-mask needs a WordPiece"):
         MaskedLM(tok, SimpleNamespace(mask_probability=0.15, whole_word_mask=True))
+
+
+@pytest.mark.slow
+def test_two_processes_pretrain_like_one(corpus, tmp_path):
+    """Each process weighs its masked-token loss by its share of the global batch's chosen tokens,
+    so two processes with batch 4 log the losses of one with batch 8."""
+    common = ["--data", str(corpus / "shk.txt"), *TINY, "--config", str(corpus / "tiny.toml"), "--max-iters", "4",
+              "--eval-interval", "2", "--autocast", "off", "--threads", "1", "--sample-tokens", "0"]
+    one, two = map(records, train_in_one_and_two_processes(common, tmp_path))
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for a, b in zip(one, two):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)

@@ -26,14 +26,17 @@ def tiny(kind: str, seed: int, folder):
     import transformers
 
     torch.manual_seed(seed)
+    # The fairseq keys real files carry (opus-mt: normalize_embedding false; mbart-large-cc25:
+    # normalize_before, add_final_layer_norm), which transformers ignores.
     if kind == "bart":
         model = transformers.BartForConditionalGeneration(transformers.BartConfig(**SIZES))
     elif kind == "mbart":
-        model = transformers.MBartForConditionalGeneration(transformers.MBartConfig(**SIZES, decoder_start_token_id=2))
+        model = transformers.MBartForConditionalGeneration(transformers.MBartConfig(
+            **SIZES, decoder_start_token_id=2, normalize_before=True, add_final_layer_norm=True))
     else:
         model = transformers.MarianMTModel(transformers.MarianConfig(
             **SIZES, pad_token_id=0, decoder_start_token_id=0, eos_token_id=1, activation_function="swish",
-            scale_embedding=True))
+            scale_embedding=True, normalize_embedding=False, normalize_before=False))
     with torch.no_grad():
         model.final_logits_bias.normal_()
         if kind == "marian":
@@ -81,9 +84,21 @@ def test_cached_decoding_equals_one_forward(models, kind):
     whole = model(target, encoder_output=encoded)
     cache = KVCache(model.config, batch_size=2)
     cache.set_source(encoded)
-    steps = [model(target[:, :3], cache=cache)] + [model(target[:, t:t + 1], cache=cache) for t in range(3, 6)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), whole, atol=1e-5, rtol=1e-5)
-    assert sorted(cache.cross) == [0, 1]  # the source's keys and values, computed once per layer
+    computed = []
+    for block in model.blocks:  # count how often each layer projects the source
+        block.cross_attn.keys_values = lambda states, f=block.cross_attn.keys_values: computed.append(1) or f(states)
+    try:
+        steps = [model(target[:, :3], cache=cache)] + [model(target[:, t:t + 1], cache=cache) for t in range(3, 6)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), whole, atol=1e-5, rtol=1e-5)
+        assert len(computed) == 2  # once per layer, not once per step
+        # Another source through the same cache: its own keys and values, not the old ones'.
+        other = model.encode_source(torch.randint(3, 99, (2, 5)))
+        cache.reset()
+        torch.testing.assert_close(model(target, cache=cache, encoder_output=other),
+                                   model(target, encoder_output=other), atol=1e-5, rtol=1e-5)
+    finally:
+        for block in model.blocks:
+            del block.cross_attn.keys_values
 
 
 SEARCHES = [(1, 1.0, False), (4, 1.0, False), (4, 2.0, True), (3, 0.5, "never")]

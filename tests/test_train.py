@@ -18,7 +18,7 @@ from lucidlm.cli import main
 from lucidlm.train.data import Batches, Split, Windows
 from lucidlm.train.schedule import learning_rate
 
-from conftest import DATA
+from conftest import DATA, train_in_one_and_two_processes
 
 SMALL = ["--preset", "shakespeare-char", "--eval-interval", "5", "--eval-iters", "2", "--sample-tokens", "20",
          "--threads", "2"]
@@ -327,14 +327,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_works(tmp_path, corpus):
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus):
     common = ["--data", str(corpus), "--preset", "shakespeare-char", "--max-iters", "6", "--eval-interval", "3",
               "--eval-iters", "2", "--sample-tokens", "0", "--autocast", "off", "--threads", "1", "--no-plot"]
-    single = subprocess.run([sys.executable, "-m", "lucidlm", "train", *common, "--batch-size", "8",
-                             "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
-    double = subprocess.run([*torchrun, "-m", "lucidlm", "train", *common, "--batch-size", "4",
-                             "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stderr
-    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    one, two = map(metrics, train_in_one_and_two_processes(common, tmp_path))
     assert [r["step"] for r in one] == [r["step"] for r in two]
     for a, b in zip(one, two):
         for key in ("train_loss", "val_loss"):

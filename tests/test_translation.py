@@ -10,6 +10,9 @@ from lucidlm.cli import main
 from lucidlm.errors import LucidError
 from lucidlm.generation.seq2seq import generate_seq2seq
 from lucidlm.train.number_words import english, french, number_pairs
+from lucidlm.translate import translate
+
+from conftest import train_in_one_and_two_processes
 
 SPELLINGS = [
     (0, "zero", "zéro"), (1, "one", "un"), (17, "seventeen", "dix-sept"), (21, "twenty-one", "vingt et un"),
@@ -88,6 +91,14 @@ def test_the_trained_translator_beam_searches_and_exports(translator, tmp_path, 
         with torch.no_grad():
             expected = again.generate(torch.tensor([source]), num_beams=4, max_new_tokens=30)[0, 1:].tolist()
         assert generate_seq2seq(model, [source], 30, [tok.eos_token_id], num_beams=4)[0] == expected
+    # The transformers way, tokenizer included: the exported tokenizer ends each source as training did.
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    texts = ["three hundred and twelve", "six"]
+    batch = hf_tok(texts, return_tensors="pt", padding=True)
+    assert batch["input_ids"][0].tolist() == tok.encode_ordinary(texts[0]) + [tok.eos_token_id]
+    with torch.no_grad():
+        written = hf_tok.batch_decode(again.generate(**batch, num_beams=4, max_new_tokens=30), skip_special_tokens=True)
+    assert written == translate(model, tok, texts, num_beams=4)
 
 
 @pytest.mark.parametrize("lines, argv, message", [
@@ -103,6 +114,36 @@ def test_bad_pairs_and_models_that_do_not_fit_are_one_line_errors(tmp_path, caps
     err = capsys.readouterr().err.strip()
     last = err.splitlines()[-1]  # after the tokenizer's training, if the data got that far
     assert message in last and last.startswith("lucidlm: error:") and "Traceback" not in err, err
+
+
+def test_pairs_and_translations_refuse_bad_options_in_one_line(tmp_path, capsys, translator):
+    cases = [(["data", "pairs", "--out", str(tmp_path / "p.tsv"), "--test-out", str(tmp_path / "p.tsv")],
+              "another file"),
+             (["data", "pairs", "--out", str(tmp_path / "p.tsv"), "--count", "200000", "--test-out",
+               str(tmp_path / "t.tsv")], "at most 200000"),
+             (["translate", "--model", str(translator / "run"), "--num-beams", "2", "--length-penalty", "nan", "six"],
+              "--length-penalty"),
+             (["translate", "--model", str(translator / "run"), "--temp", "inf", "six"], "--temp")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "p.tsv").exists()
+
+
+def test_a_long_beam_search_stops_at_the_context(translator, capsys):
+    assert main(["translate", "--model", str(translator / "run"), "--num-beams", "3", "--max-tokens", "500",
+                 "six"]) == 0
+    assert "six →" in capsys.readouterr().out
+
+
+def test_windows_line_ends_and_a_single_pair_train(tmp_path, capsys):
+    (tmp_path / "p.tsv").write_bytes(b"one\tun\r\ntwo\tdeux\r\n")
+    assert main(["train", "--data", str(tmp_path / "p.tsv"), "--preset", "tiny-translator", "--max-iters", "2",
+                 "--eval-interval", "2", "--eval-iters", "1", "--no-plot", "--val-fraction", "0",
+                 "--out", str(tmp_path / "run")]) == 0
+    samples = (tmp_path / "run" / "samples.txt").read_text(encoding="utf-8")
+    assert "training pairs" in samples and "\r" not in samples
 
 
 def test_translate_refuses_what_it_cannot_do(tmp_path, capsys, hf_models):
@@ -140,19 +181,9 @@ def test_a_translator_run_resumes_exactly(few_pairs, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_train_a_translator_like_one(few_pairs, tmp_path):
-    import subprocess
-    import sys
-
     common = ["--data", str(few_pairs), "--preset", "tiny-translator", "--max-iters", "6", "--eval-interval", "3",
               "--eval-iters", "2", "--autocast", "off", "--threads", "1", "--no-plot"]
-    single = subprocess.run([sys.executable, "-m", "lucidlm", "train", *common, "--batch-size", "8",
-                             "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    double = subprocess.run([*torchrun, "-m", "lucidlm", "train", *common, "--batch-size", "4",
-                             "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stderr
-    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    one, two = map(losses, train_in_one_and_two_processes(common, tmp_path))
     assert [r[0] for r in one] == [r[0] for r in two]
     for a, b in zip(one, two):
         for x, y in zip(a[1:], b[1:]):

@@ -38,6 +38,10 @@ def beam_search(model, prompt_ids: Sequence[int], num_beams: int = 4, max_tokens
     if early_stopping not in (True, False, "never"):
         raise LucidError(f"early_stopping must be true, false or 'never' (got {early_stopping!r})")
     prompt = list(prompt_ids)
+    room = model.config.context_length - len(prompt)
+    if room < 1:
+        raise LucidError(f"the prompt has {len(prompt)} tokens: no room left in the context of {model.config.context_length}")
+    max_tokens = min(max_tokens, room)  # as greedy decoding, stop where the context ends
     eos = sorted(set(eos_token_ids))
     prompt_len, max_length = len(prompt), len(prompt) + max_tokens
     keep = max(2, 1 + len(eos)) * num_beams  # candidates per step: enough to go on if some end

@@ -133,6 +133,8 @@ class Transformer(nn.Module):
         x = self.embed(input_ids, positions, token_type_ids)  # (B, T, C)
         context = self.forward_context(positions, valid, cache)
         if self.encoder is not None:
+            if cache is not None and encoder_output is not None and encoder_output is not cache.encoder_output:
+                cache.set_source(encoder_output)  # a new source: its cross keys and values are computed afresh
             context.encoder_output = encoder_output if encoder_output is not None else \
                 cache.encoder_output if cache is not None else None
             if context.encoder_output is None:
@@ -209,6 +211,9 @@ class Transformer(nn.Module):
         (all-MiniLM-L6-v2: the mean over real tokens, L2-normalised), in batches, each text cut at
         the tokenizer's model_max_length. The tokenizer defaults to the one load() attached."""
         tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
+        if self.config.causal:
+            raise LucidError("this model is not an encoder: sentence embeddings need one that reads a text whole, "
+                             "such as all-MiniLM-L6-v2")
         if tokenizer is None or not callable(tokenizer):
             raise LucidError("encode needs a tokenizer that makes batches (load() attaches the model's own)")
         mode = self.config.pooling if self.config.pooling != "none" else "mean"

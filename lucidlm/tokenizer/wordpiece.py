@@ -200,13 +200,16 @@ class WordPieceTokenizer:
         pairs = [text_pair] if single and text_pair is not None else list(text_pair) if text_pair is not None else None
         if pairs is not None and len(pairs) != len(texts):
             raise LucidError(f"{len(texts)} texts but {len(pairs)} pairs")
-        limit = (max_length or self.model_max_length) if truncation else None
+        strategy = TRUNCATIONS.get(truncation)
+        if strategy is None:
+            raise LucidError(f"truncation={truncation!r}: choose from {', '.join(map(repr, TRUNCATIONS))}")
+        limit = (max_length or self.model_max_length) if strategy != "do_not_truncate" else None
         rows = []
         for n, t in enumerate(texts):
             a = self.encode(t, allowed_special="all")
             b = self.encode(pairs[n], allowed_special="all") if pairs is not None else None
             if limit is not None:
-                a, b = truncate_pair(a, b, limit - (3 if b is not None else 2))
+                a, b = truncate_pair(a, b, limit - (3 if b is not None else 2), strategy)
             rows.append((self.with_specials(a, b), self.type_ids(a, b)))
         if padding and padding != "do_not_pad":
             width = max_length if padding == "max_length" and max_length else max(len(ids) for ids, _ in rows)
@@ -315,11 +318,30 @@ class WordPieceTokenizer:
         return f"WordPieceTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
 
 
-def truncate_pair(a: list[int], b: list[int] | None, room: int) -> tuple[list[int], list[int] | None]:
-    """tokenizers' "longest_first": keep the shorter sequence whole when the longer can give up
-    enough, else cut both to half the room each (the odd token to the longer one)."""
+# The truncation argument, as transformers takes it, -> the strategy.
+TRUNCATIONS = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+               "only_second": "only_second", False: "do_not_truncate", None: "do_not_truncate",
+               "do_not_truncate": "do_not_truncate"}
+
+
+def truncate_pair(a: list[int], b: list[int] | None, room: int,
+                  strategy: str = "longest_first") -> tuple[list[int], list[int] | None]:
+    """Make a (and b) fit `room` tokens. "only_first" / "only_second" cut that sequence alone (an
+    error when it cannot give up enough); tokenizers' "longest_first" keeps the shorter sequence
+    whole when the longer can give up enough, else cuts both to half the room each (the odd token
+    to the longer one)."""
     if room < 0:
         raise LucidError("max_length leaves no room for the special tokens")
+    excess = len(a) + (len(b) if b is not None else 0) - room
+    if strategy in ("only_first", "only_second") and excess > 0:
+        if strategy == "only_second" and b is None:
+            raise LucidError("truncation='only_second' needs a pair of texts")
+        cut = a if strategy == "only_first" else b
+        if excess >= len(cut):  # as tokenizers: the text cut must keep at least one token
+            raise LucidError(f"truncation={strategy!r}: that text has {len(cut)} tokens, {excess} would have to go")
+        return (a[:len(a) - excess], b) if strategy == "only_first" else (a, b[:len(b) - excess])
+    if strategy != "longest_first" or excess <= 0:
+        return a, b
     if b is None:
         return a[:room], None
     short, long = sorted((len(a), len(b)))

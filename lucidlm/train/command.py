@@ -10,7 +10,7 @@ from ..errors import LucidError, reading
 from ..tokenizer import CharTokenizer, Tokenizer
 from ..tokenizer.commands import visible_piece
 from .data import Split, Windows, read_corpus, tokenize_corpus
-from .number_words import number_pairs, write_pairs
+from .number_words import MOST_PAIRS, number_pairs, write_pairs
 from .run_folder import RunFolder
 from .settings import TRAIN_PRESETS, TrainSettings, add_setting_flags, resolve
 from .trainer import Trainer
@@ -109,6 +109,10 @@ def pairs_main(args: argparse.Namespace) -> int:
     wanted = args.count + (args.test_count if args.test_out is not None else 0)
     if args.count < 1 or (args.test_out is not None and args.test_count < 1):
         raise LucidError("--count and --test-count must be at least 1")
+    if args.test_out is not None and args.test_out.resolve() == args.out.resolve():
+        raise LucidError("--test-out must be another file than --out (the held-out pairs would replace the training ones)")
+    if wanted > MOST_PAIRS:
+        raise LucidError(f"--count and --test-count together must be at most {MOST_PAIRS} (got {wanted})")
     pairs = number_pairs(wanted, args.seed)  # distinct numbers: the held-out ones are never trained on
     write_pairs(args.out, pairs[:args.count])
     print(f"wrote {args.count} pairs to {args.out}, e.g. {pairs[0][1]!r} → {pairs[0][2]!r}")

@@ -118,7 +118,9 @@ class MaskedLM:
         chosen = batch["labels"] != IGNORE  # (B, T)
         # Only the chosen positions go through the head: 15% of the vocabulary projection's work.
         logits = model(batch["input_ids"], attention_mask=batch["attention_mask"], logits_for=chosen)  # (N, V)
-        return F.cross_entropy(logits.float(), batch["labels"][chosen])
+        if not bool(chosen.any()):  # this process drew no target (another did): it adds nothing
+            return logits.float().sum() * 0.0
+        return F.cross_entropy(logits.float(), batch["labels"][chosen]) * batch["share"]
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["attention_mask"].sum())
@@ -202,8 +204,11 @@ class MaskedWindows:
         return len(self.windows)
 
     def batch(self, indices: Sequence[int], generator: torch.Generator, keep: slice) -> dict[str, torch.Tensor]:
+        """This process's rows (`keep`) of the global batch `indices`. The whole global batch is
+        masked, so that `share` can weigh this process's mean loss by its part of the batch's
+        chosen tokens: the processes' average is then the mean over all of them, as in one process."""
         o = self.objective
-        rows, lengths = self.windows.rows(indices[keep])  # (B, W + 1), (B,)
+        rows, lengths = self.windows.rows(indices)  # (N, W + 1), (N,)
         B, W = rows.shape
         T = W + o.wrap
         ids = torch.full((B, T), o.pad_id, dtype=torch.long)
@@ -217,11 +222,13 @@ class MaskedWindows:
         if o.sep_id is not None:
             ids[torch.arange(B), lengths + start] = o.sep_id
         # Draws for the whole global batch, so every process's generator stays in step.
-        n = len(indices)
-        draws = torch.rand(2, n, T, generator=generator)[:, keep]
-        replacements = torch.randint(len(o.ordinary), (n, T), generator=generator)[keep]
+        draws = torch.rand(2, B, T, generator=generator)
+        replacements = torch.randint(len(o.ordinary), (B, T), generator=generator)
         inputs, labels = o.corrupt(ids, real, draws, replacements)
-        return {"input_ids": inputs, "attention_mask": real.long(), "labels": labels}
+        chosen = labels != IGNORE
+        processes = B / len(range(B)[keep])
+        share = torch.tensor(processes * int(chosen[keep].sum()) / max(int(chosen.sum()), 1))
+        return {"input_ids": inputs[keep], "attention_mask": real[keep].long(), "labels": labels[keep], "share": share}
 
 
 OBJECTIVES = {"next-token": NextToken, "mlm": MaskedLM, "seq2seq": SequenceToSequence}

@@ -195,7 +195,7 @@ class Trainer:
         pad = self.tokenizer.pad_token_id or 0
         stride = s.stride or (1 if s.sampling == "random" else self.window)
         train = open_split(folder, "train")
-        if len(train) < self.window + 1:
+        if len(train) < self.window + 1 and not getattr(self.objective, "records", False):  # pairs: no windows
             raise LucidError(f"the training text is shorter than one window: {len(train)} tokens after the "
                              f"validation split, a window needs {self.window + 1}; use more text or a smaller --window")
         self.train_windows = self.objective.dataset(Windows(train, self.window, stride, pad))

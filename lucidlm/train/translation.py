@@ -25,6 +25,7 @@ MEASURED_PAIRS = 200  # held-out pairs translated for the exact-match figure
 class SequenceToSequence:
     name = "seq2seq"
     separator = "\n"  # each line of the data is a pair
+    records = True  # the data is pairs, not windows of a token stream
 
     def __init__(self, tokenizer, settings) -> None:
         self.tokenizer, self.settings = tokenizer, settings
@@ -32,10 +33,12 @@ class SequenceToSequence:
             raise LucidError("--objective seq2seq needs a tokenizer with an end token (leave --tokenizer out "
                              "to train a BPE that has one)")
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id or 0
+        self.training_pairs: Pairs | None = None  # the first dataset the trainer builds
 
     def encode_document(self, line: str) -> list[int]:
         """'source<TAB>target' -> source ids, </s>, target ids (the corpus adds the last </s>): each
         side tokenized alone, so no token straddles the tab."""
+        line = line.removesuffix("\r")  # a file with Windows line ends (translate --pairs strips them too)
         if line.count("\t") != 1 or not all(side.strip() for side in line.split("\t")):
             raise LucidError(f"a line of the data is not 'source<TAB>target': {line[:80]!r}")
         source, target = line.split("\t")
@@ -50,7 +53,12 @@ class SequenceToSequence:
         return context_length
 
     def dataset(self, windows: Windows) -> "Pairs":
-        return Pairs(windows.split, self, windows.window)
+        pairs = Pairs(windows.split, self, windows.window)
+        if self.training_pairs is None:
+            if not len(pairs):
+                raise LucidError("the training split holds no pair: give more lines of source<TAB>target")
+            self.training_pairs = pairs
+        return pairs
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(batch["decoder_inputs"], attention_mask=batch["target_mask"],
@@ -89,7 +97,8 @@ class SequenceToSequence:
     def sample(self, model, data: "Pairs") -> str:
         accuracy, shown = self.exact_match(model, data)
         n = min(MEASURED_PAIRS, len(data))
-        return "\n".join(shown + [f"exact match on {n} held-out pairs: {accuracy:.1%}"])
+        which = "training" if data is self.training_pairs else "held-out"  # --val-fraction 0: no held-out pairs
+        return "\n".join(shown + [f"exact match on {n} {which} pairs: {accuracy:.1%}"])
 
     def try_it(self, run: str) -> str:
         return f'translate with it: lucidlm translate --model {run} "three hundred and twelve"'
@@ -105,6 +114,8 @@ class Pairs:
         starts = np.append(split.doc_starts, len(tokens)).astype(np.int64)
         spans = []
         for line, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
+            if start == end:
+                continue  # an empty split (--val-fraction 0) still lists one document start
             ends = np.flatnonzero(tokens[start:end] == objective.eos_id)  # after the source, after the target
             if len(ends) != 2 or ends[1] != end - start - 1:
                 raise LucidError(f"pair {line + 1} of the data does not tokenize as source </s> target </s>")

@@ -24,7 +24,11 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
                    for name, t in tensors.items()}
     extra = {"dtype": str(model.dtype).removeprefix("torch.")}
     if config.is_encoder_decoder:
-        extra["pad_token_id"] = 0  # transformers' defaults (1, or 58100 for Marian) may not be in a small vocabulary
+        # transformers' defaults (1, or 58100 for Marian) may not be in a small vocabulary, and an
+        # ordinary token as pad would be masked out of a source; the end token (which ends every
+        # source) is one transformers never masks.
+        extra["pad_token_id"] = tokenizer.eos_token_id if tokenizer is not None and \
+            tokenizer.eos_token_id is not None else 0
     if tokenizer is not None:
         if tokenizer.bos_token_id is not None:
             extra["bos_token_id"] = tokenizer.bos_token_id
@@ -43,5 +47,27 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
         if tokenizer is not None:
             if getattr(tokenizer, "kind", "") == "bpe":
                 tokenizer.save_hf(tmp / "tokenizer.json")
+                if config.is_encoder_decoder:
+                    _source_recipe(tmp, tokenizer, config)
             tokenizer.save(tmp)  # ours too: a character tokenizer has no tokenizer.json equivalent
     return Path(directory)
+
+
+def _source_recipe(folder: Path, tokenizer, config) -> None:
+    """An encoder-decoder reads `source </s>` (as --objective seq2seq trained it): the exported
+    tokenizer.json appends the end token, pads with it, and knows the context, so
+    AutoTokenizer(text) gives the ids lucidlm translate feeds."""
+    if tokenizer.eos_token is None:
+        return
+    end = {"SpecialToken": {"id": tokenizer.eos_token, "type_id": 0}}
+    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    data["post_processor"] = {
+        "type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}, end],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, end, {"Sequence": {"id": "B", "type_id": 0}}, end],
+        "special_tokens": {tokenizer.eos_token: {"id": tokenizer.eos_token, "ids": [tokenizer.eos_token_id],
+                                                 "tokens": [tokenizer.eos_token]}}}
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    settings.update(model_max_length=config.context_length, pad_token=tokenizer.eos_token)
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings, ensure_ascii=False, indent=2),
+                                                  encoding="utf-8")

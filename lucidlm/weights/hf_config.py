@@ -145,8 +145,9 @@ def _seq2seq(data: dict[str, Any], origin: str) -> Config:
                                      ("encoder_ffn_dim", "decoder_ffn_dim")):
         if data[encoder_key] != data[decoder_key]:
             raise FormatError(f"{origin}: {encoder_key} != {decoder_key} is not supported (one width for both stacks)")
-    if data.get("normalize_before") or data.get("add_final_layer_norm") or data.get("normalize_embedding") is False:
-        raise FormatError(f"{origin}: {family} with pre-norm or extra final norms (mBART's layout) is not supported")
+    # normalize_before, add_final_layer_norm and normalize_embedding, which older files carry
+    # (every opus-mt config has normalize_embedding: false), are fairseq's: transformers reads the
+    # layout from model_type alone, and so do we.
     if family == "marian" and (not data.get("share_encoder_decoder_embeddings", True)
                                or data.get("decoder_vocab_size", data["vocab_size"]) != data["vocab_size"]):
         raise FormatError(f"{origin}: Marian with separate source and target vocabularies is not supported")

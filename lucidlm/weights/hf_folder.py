@@ -99,8 +99,9 @@ def sentence_pooling(folder: Path) -> dict[str, Any]:
         kind = str(module.get("type", "")) if isinstance(module, dict) else ""
         if kind.endswith(".Pooling"):
             pooling = read_json(folder / str(module.get("path", "")) / "config.json")
-            modes = [mode for mode in ("cls", "mean", "max") if pooling.get(f"pooling_mode_{mode}_token" if mode != "mean"
-                                                                           else "pooling_mode_mean_tokens")]
+            keys = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                    "max": "pooling_mode_max_tokens"}  # sentence-transformers' own spellings
+            modes = [mode for mode, key in keys.items() if pooling.get(key)]
             if len(modes) != 1 or pooling.get("pooling_mode_mean_sqrt_len_tokens"):
                 raise FormatError(f"{folder}: pooling {pooling} is not one of cls, mean, max")
             out["pooling"] = modes[0]
