@@ -14,8 +14,10 @@ import torch
 
 from .errors import LucidError
 from .files import add_input_errors_option, argument_text, text_or_stdin
+from .flags import finite_number
 from .generation import GenerationSettings, PromptCache, stream_generate
-from .generation.text import prompt_ids
+from .generation.beam import beam_search
+from .generation.text import check_generates, prompt_ids
 from .model import probe
 from .options import add_generation_options, add_model_options, load_from_args, settings_from_args
 from .tokenizer.commands import visible_piece
@@ -33,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-attention", action="store_true",
                         help="print, for each generated token, the prompt tokens attended to most when it was chosen")
     parser.add_argument("--verbose", "-v", action="store_true", help="print token counts and speeds at the end")
+    parser.add_argument("--num-beams", type=int, default=1,
+                        help="beam search with this many beams: the most probable continuation, printed whole "
+                             "(default 1: the sampler)")
+    parser.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam search: a finished continuation scores log-probability / length ** this")
     add_input_errors_option(parser)
     add_model_options(parser)
     add_generation_options(parser, GENERATE_DEFAULTS)
@@ -61,6 +68,21 @@ def attention_row(tokenizer, step: int, token: int, record, prompt: list[int], c
                               for w, i in zip(best.values, best.indices))
 
 
+def beam_main(args: argparse.Namespace, model, tokenizer, ids: list[int], settings: GenerationSettings) -> int:
+    """generate --num-beams: the best of the beams, printed when the search ends."""
+    if args.num_beams < 1 or not finite_number(args.length_penalty):
+        raise LucidError("--num-beams must be at least 1 and --length-penalty a finite number")
+    if args.show_probs or args.show_attention:
+        raise LucidError("--show-probs and --show-attention follow one sampled path: they do not mix with --num-beams")
+    check_generates(model)
+    eos = tokenizer.eos_token_ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    best = beam_search(model, ids, args.num_beams, settings.max_tokens, sorted(eos), args.length_penalty)[0]
+    print(tokenizer.decode([t for t in best.tokens if t not in eos]))
+    if args.verbose:
+        print(f"[{len(ids)} prompt tokens; {len(best.tokens)} generated; score {best.score:.4f}]", file=sys.stderr)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     prompt = text_or_stdin(args.prompt, args.errors, "a prompt with --prompt")
     system = argument_text(args.system, args.errors, "--system") if args.system is not None else None
@@ -78,6 +100,8 @@ def main(args: argparse.Namespace) -> int:
         raise LucidError("--system needs --chat")
 
     ids = prompt_ids(tokenizer, prompt)
+    if args.num_beams != 1:
+        return beam_main(args, model, tokenizer, ids, settings)
     rows = args.show_probs or args.show_attention  # one line per token instead of the text as it streams
     if args.show_probs:
         print(f"{'step':>4}  {'chosen':<14} {'p':>6}   top 5 next tokens")

@@ -56,6 +56,10 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default 1: greedy)")
     parser.add_argument("--length-penalty", type=float, default=1.0,
                         help="beam search: a finished translation scores log-probability / length ** this")
+    parser.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
+                        help="beam search: stop once num_beams translations are finished (true); once no running "
+                             "beam can beat the worst finished one at its current length (false, the default); "
+                             "or at its best possible length (never), as transformers' generate")
     parser.add_argument("--max-tokens", type=int, help="longest translation, in tokens (default: the context)")
     parser.add_argument("--temp", type=float, default=0.0, help="sample at this temperature (default 0: greedy)")
     parser.add_argument("--seed", type=int, help="random seed for sampling")
@@ -78,8 +82,9 @@ def translate_main(args: argparse.Namespace) -> int:
     model, tokenizer = load_from_args(args)
     if not model.config.is_encoder_decoder:
         raise LucidError("this model has no encoder: translate needs an encoder-decoder (try lucidlm generate)")
+    early_stopping = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     options = dict(num_beams=args.num_beams, max_tokens=args.max_tokens, length_penalty=args.length_penalty,
-                   temperature=args.temp, seed=args.seed)
+                   early_stopping=early_stopping, temperature=args.temp, seed=args.seed)
     for text, output in zip(texts, translate(model, tokenizer, texts, **options) if texts else []):
         print(f"{text} → {output}")
     if pairs:

@@ -216,3 +216,18 @@ def test_sampling_is_reproducible_by_seed(models):
                                            sampler=make_sampler(temp=1.0))
     assert sample(1) == sample(1)
     assert len({str(sample(seed)) for seed in range(5)}) > 1
+
+
+def test_generate_num_beams_prints_what_beam_search_finds(capsys):
+    from lucidlm.cli import main
+    from lucidlm.default_model import default_model_path
+
+    model, tok = lucidlm.load()  # SmolLM2-135M
+    ids = tok.encode("The capital of France is")
+    eos = sorted(tok.eos_token_ids)
+    best = beam_search(model, ids, num_beams=3, max_tokens=8, eos_token_ids=eos)[0]
+    assert main(["generate", "--model", str(default_model_path()), "--prompt", "The capital of France is",
+                 "--num-beams", "3", "--max-tokens", "8"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == tok.decode([t for t in best.tokens if t not in eos])
+    assert main(["generate", "--prompt", "x", "--num-beams", "3", "--show-probs"]) == 2
+    assert "do not mix" in capsys.readouterr().err
