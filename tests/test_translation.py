@@ -78,8 +78,10 @@ def test_a_tiny_translator_learns_held_out_numbers(translator, capsys):
 def test_the_trained_translator_beam_searches_and_exports(translator, tmp_path, capsys):
     import transformers
 
-    assert main(["generate", "--model", str(translator / "run"), "--prompt", "six"]) == 2
-    assert "lucidlm translate" in capsys.readouterr().err
+    for argv in (["generate", "--prompt", "six"], ["next", "six"], ["lens", "six"]):
+        assert main([*argv, "--model", str(translator / "run")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "lucidlm translate" in err and len(err.splitlines()) == 1, err
     model, tok = lucidlm.load(translator / "run")
     assert model.config.is_encoder_decoder and model.config.decoder_start_token_id == tok.eos_token_id
     assert main(["translate", "--model", str(translator / "run"), "--num-beams", "4", "three hundred and twelve"]) == 0

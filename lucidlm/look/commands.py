@@ -36,6 +36,15 @@ def _save(fig, path: str) -> None:
     print(f"wrote {save_figure(fig, path)}")
 
 
+def _continuing_model(args: argparse.Namespace):
+    """A model that continues a text: next and lens read a decoder's next-token guesses."""
+    model, tokenizer = load_from_args(args)
+    if model.config.is_encoder_decoder:
+        raise LucidError("this model is an encoder-decoder: it writes a target for a source, so there is no next "
+                         "token of the text to look at (try lucidlm translate, or lucidlm attention --cross)")
+    return model, tokenizer
+
+
 def _layers(text: str | None) -> list[int] | str | None:
     if text is None or text == "all":
         return "all" if text == "all" else None
@@ -103,7 +112,7 @@ def next_main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, NEXT_DEFAULTS)
     if args.top < 1:
         raise LucidError(f"--top must be at least 1 (got {args.top})")
-    model, tokenizer = load_from_args(args)
+    model, tokenizer = _continuing_model(args)
     view = next_token(model, tokenizer, text, args.top, settings)
     print(view.table())
     if args.png:
@@ -121,7 +130,7 @@ def add_lens_arguments(parser: argparse.ArgumentParser) -> None:
 
 def lens_main(args: argparse.Namespace) -> int:
     text = _text(args)
-    model, tokenizer = load_from_args(args)
+    model, tokenizer = _continuing_model(args)
     view = logit_lens(model, tokenizer, text)
     print(view.table(last=max(1, args.positions)))
     if args.png:
