@@ -121,7 +121,7 @@ def reference_step_fn(model: ReferenceGPT):
 def lucid_step_fn(model):
     from lucidlm.train.optimizer import make_optimizer
     from lucidlm.train.schedule import learning_rate
-    from lucidlm.train.objectives import masked_loss
+    from lucidlm.train.loss import masked_loss
     from lucidlm.train.trainer import autocast_context
 
     opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.99), torch.device("cpu"))

@@ -150,6 +150,8 @@ def test_what_an_encoder_decoder_needs_is_a_clear_error(models, hf_models):
         model(torch.tensor([[2, 5]]))
     with pytest.raises(LucidError, match="at least one token"):
         generate_seq2seq(model, [[]])
+    with pytest.raises(LucidError, match="no sampler"):
+        generate_seq2seq(model, [[5]], num_beams=2, sampler=lambda logits, generator: logits.argmax(-1))
     decoder, _ = lucidlm.load(hf_models["llama"][1])
     with pytest.raises(LucidError, match="no encoder"):
         generate_seq2seq(decoder, [[5]])

@@ -53,6 +53,8 @@ def generate_seq2seq(model, sources: Sequence[Sequence[int]], max_tokens: int = 
         raise LucidError("the model does not say which token its decoder starts from (decoder_start_token_id)")
     if max_tokens < 1:
         raise LucidError("max_tokens must be at least 1")
+    if num_beams > 1 and sampler is not None:
+        raise LucidError("beam search keeps the most probable beams: it takes no sampler")
     start, eos = config.decoder_start_token_id, set(eos_token_ids)
     encoded = encode_sources(model, sources, pad_id)
     if num_beams > 1:

@@ -29,6 +29,11 @@ class NextToken:
     """GPT's objective: inputs are a window, targets the same tokens one step later."""
 
     name = "next-token"
+    # What the trainer asks of every objective about its data: documents are whole files (or split
+    # at --doc-separator), tokenized as they are, and cut into windows of a token stream.
+    separator: str | None = None
+    encode_document = None  # or a function: document text -> ids
+    records = False  # True: each document is one example (no windows)
 
     def __init__(self, tokenizer, settings) -> None:
         self.tokenizer, self.settings = tokenizer, settings
@@ -76,6 +81,7 @@ class MaskedLM:
     """BERT's objective over windows wrapped as [CLS] tokens [SEP] (when the tokenizer has them)."""
 
     name = "mlm"
+    separator, encode_document, records = NextToken.separator, NextToken.encode_document, NextToken.records
 
     def __init__(self, tokenizer, settings) -> None:
         self.tokenizer, self.settings = tokenizer, settings

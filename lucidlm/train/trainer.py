@@ -86,7 +86,7 @@ class Trainer:
         # Where the corpus splits into documents: the user's --doc-separator, else the objective's
         # own (seq2seq: every line is a pair), else whole files.
         self.separator = s.doc_separator if s.doc_separator is not None else \
-            getattr(OBJECTIVES[s.objective], "separator", None)
+            OBJECTIVES[s.objective].separator
 
         state = None
         if resume:
@@ -190,12 +190,12 @@ class Trainer:
         folder = self.run.path / "data"
         if self.main:
             prepare(check_data_paths(s), self.tokenizer, folder, s.val_fraction, self.separator,
-                    getattr(self.objective, "encode_document", None))
+                    self.objective.encode_document)
         distributed.barrier(self.world)
         pad = self.tokenizer.pad_token_id or 0
         stride = s.stride or (1 if s.sampling == "random" else self.window)
         train = open_split(folder, "train")
-        if len(train) < self.window + 1 and not getattr(self.objective, "records", False):  # pairs: no windows
+        if len(train) < self.window + 1 and not self.objective.records:  # pairs: no windows
             raise LucidError(f"the training text is shorter than one window: {len(train)} tokens after the "
                              f"validation split, a window needs {self.window + 1}; use more text or a smaller --window")
         self.train_windows = self.objective.dataset(Windows(train, self.window, stride, pad))
