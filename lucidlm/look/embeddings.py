@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LucidError
+from ..tokenizer import UnitTokenizer
 from .figures import new_figure
 from .tokens import labels
 
@@ -57,6 +58,14 @@ def pca_2d(vectors: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
     return centered @ directions[:2].T, (shares[0], shares[1])
 
 
+def _visible(piece: bytes) -> bool:
+    """Not a control code or a lone byte of a longer character (ASCII and byte ids start with 32 of them)."""
+    try:
+        return piece.decode("utf-8").strip(" ").isprintable() and bool(piece.strip())
+    except UnicodeDecodeError:
+        return False
+
+
 def _chosen(tokenizer, words: Sequence[str] | None, text: str | None, count: int) -> list[tuple[str, list[int]]]:
     """(label, token ids) for every point to plot."""
     if words:
@@ -69,8 +78,8 @@ def _chosen(tokenizer, words: Sequence[str] | None, text: str | None, count: int
         return out
     if text is not None:
         ids = [token for token, _ in Counter(tokenizer.encode(text)).most_common(count)]
-    elif getattr(tokenizer, "kind", "") == "char":
-        ids = list(range(min(count, tokenizer.vocab_size)))
+    elif isinstance(tokenizer, UnitTokenizer):  # every unit is a token: the first visible ones (words: the most frequent)
+        ids = [i for i in range(tokenizer.vocab_size) if _visible(tokenizer.token_bytes(i))][:count]
     else:
         first_merged = 256 if tokenizer.vocab_size > 256 + count else 0
         ids = [i for i in range(first_merged, tokenizer.vocab_size) if not tokenizer.is_special(i)][:count]

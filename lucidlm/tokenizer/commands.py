@@ -16,7 +16,7 @@ from ..default_model import default_model_path
 from ..errors import LucidError
 from ..files import add_input_errors_option, argument_text, read_stdin
 from .pretokenizer import NAMED
-from .tokenizer import Tokenizer, load_tokenizer
+from .tokenizer import UNIT_TOKENIZERS, Tokenizer, load_tokenizer, unit_tokenizer
 from .wordpiece import SPECIALS as WORDPIECE_SPECIALS, WordPieceTokenizer
 
 COLOURS = [44, 42, 45, 46, 43, 41]  # ANSI background colours, cycled per token
@@ -69,9 +69,13 @@ def render_tokens(tokenizer, ids: list[int], colour: bool) -> str:
     return "\n".join([strip, "", header, f"{'#':>5}  {'id':>{width}}  piece", *rows])
 
 
-def load_any_tokenizer(args: argparse.Namespace):
+def load_any_tokenizer(args: argparse.Namespace, text: str = ""):
+    """--tokenizer or --model's tokenizer; a named unit tokenizer (char, words) learns its
+    vocabulary from the text itself, so every unit is known."""
     if args.tokenizer and args.model:
         raise LucidError("give --tokenizer or --model, not both")
+    if args.tokenizer in UNIT_TOKENIZERS:
+        return unit_tokenizer(args.tokenizer, text)
     source = args.tokenizer or args.model
     return load_tokenizer(Path(source) if source else default_model_path())
 
@@ -79,7 +83,9 @@ def load_any_tokenizer(args: argparse.Namespace):
 def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", help="text to tokenize (default: read standard input)")
     parser.add_argument("--model", "-m", help="take the tokenizer of this model (GGUF file or model folder)")
-    parser.add_argument("--tokenizer", "-t", help="a tokenizer folder or file (ours, tokenizer.json, GGUF, *.tiktoken)")
+    parser.add_argument("--tokenizer", "-t", help="a tokenizer folder or file (ours, tokenizer.json, GGUF, *.tiktoken), "
+                                                  "or one id per unit: 'ascii' (code points 0-127), 'bytes' (UTF-8 "
+                                                  "bytes), 'char' or 'words' (their vocabulary: the text's own)")
     parser.add_argument("--ids", action="store_true", help="print only the ids, space-separated")
     parser.add_argument("--allow-special", action="store_true",
                         help="treat special-token strings in the text as special tokens (default: plain text)")
@@ -90,7 +96,10 @@ def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tokenize_main(args: argparse.Namespace) -> int:
     text = argument_text(args.text, args.errors, "the text") if args.text is not None else read_stdin(args.errors)
-    tokenizer = load_any_tokenizer(args)
+    if args.decode and args.tokenizer in ("char", "words"):
+        raise LucidError(f"--tokenizer {args.tokenizer} learns its vocabulary from the text, so it cannot decode ids; "
+                         f"give a saved tokenizer (e.g. a run folder)")
+    tokenizer = load_any_tokenizer(args, text)
     if args.decode:
         try:
             ids = [int(t) for t in text.split()]

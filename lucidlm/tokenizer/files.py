@@ -25,7 +25,7 @@ from ..files import read_json, write_atomic
 from ..gguf_file import read_metadata
 from ..locate import TOKENIZER_FILE, Location, locate
 from .byte_unicode import bytes_to_text, text_to_bytes
-from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, WORDPIECE_FORMAT, bpe_data
+from .our_format import BPE_FORMAT, FORMAT_VERSION, UNIT_FORMATS, WORDPIECE_FORMAT, bpe_data
 from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
 
 OUR_FILE = TOKENIZER_FILE
@@ -70,7 +70,7 @@ def _read_gguf(path: Path, **options: Any) -> dict[str, Any] | None:
 def read_ours(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
     path = Path(path)
     data = read_json(path)
-    if data.get("format") not in (BPE_FORMAT, CHAR_FORMAT, WORDPIECE_FORMAT):
+    if data.get("format") not in (BPE_FORMAT, WORDPIECE_FORMAT, *UNIT_FORMATS):
         raise FormatError(f"{path}: unknown tokenizer kind {data.get('format')!r}")
     if data.get("version") != FORMAT_VERSION:
         raise FormatError(f"{path}: unsupported tokenizer format version {data.get('version')!r}")
@@ -387,7 +387,7 @@ def write_ours(tok, directory: str | os.PathLike) -> None:
     token's id, text and origin (special, the two tokens its merge joins, or base)."""
     directory = Path(directory)
     data = tok.to_dict()
-    write_atomic(directory / OUR_FILE, json.dumps(data, ensure_ascii=False, indent=1 if data["format"] == CHAR_FORMAT
+    write_atomic(directory / OUR_FILE, json.dumps(data, ensure_ascii=False, indent=1 if data["format"] in UNIT_FORMATS
                                                    else None))
     if data["format"] == BPE_FORMAT:  # a listing for people; WordPiece writes its vocab.txt instead
         origin = {new: (a, b) for a, b, new in data["merges"]}

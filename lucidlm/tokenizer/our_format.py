@@ -16,6 +16,8 @@ from .pretokenizer import PreTokenizer
 
 FORMAT_VERSION = 1
 BPE_FORMAT, CHAR_FORMAT, WORDPIECE_FORMAT = "lucidlm.bpe", "lucidlm.char", "lucidlm.wordpiece"
+ASCII_FORMAT, BYTE_FORMAT, WORD_FORMAT = "lucidlm.ascii", "lucidlm.bytes", "lucidlm.words"
+UNIT_FORMATS = (CHAR_FORMAT, ASCII_FORMAT, BYTE_FORMAT, WORD_FORMAT)
 
 
 def bpe_data(vocab: list[bytes], merges: list[tuple[int, int]], pre_tokenizer: PreTokenizer,

@@ -17,10 +17,14 @@ from typing import Any, Iterable, Sequence
 import regex
 
 from ..errors import MALFORMED, FormatError, LucidError
+from .ascii import AsciiTokenizer
 from .bpe import merge_below, merge_piece, train_merges
+from .byte import ByteTokenizer
 from .char import CharTokenizer
 from .files import read_tokenizer_data, write_ours, write_tiktoken, write_tokenizer_json
-from .our_format import BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, WORDPIECE_FORMAT, made_by_merges, vocab_and_merges
+from .our_format import (ASCII_FORMAT, BPE_FORMAT, BYTE_FORMAT, CHAR_FORMAT, FORMAT_VERSION, WORD_FORMAT,
+                         WORDPIECE_FORMAT, made_by_merges, vocab_and_merges)
+from .word import WordTokenizer
 from .wordpiece import WordPieceTokenizer
 from .pretokenizer import PreTokenizer
 
@@ -370,9 +374,20 @@ class Tokenizer:
 
 
 def tokenizer_from_dict(data: dict[str, Any]):
-    """Our dict format -> the tokenizer it describes (byte-level BPE, WordPiece or characters)."""
-    kinds = {CHAR_FORMAT: CharTokenizer, WORDPIECE_FORMAT: WordPieceTokenizer}
+    """Our dict format -> the tokenizer it describes (byte-level BPE, WordPiece, or one id per
+    character, ASCII code point, byte or word)."""
+    kinds = {CHAR_FORMAT: CharTokenizer, WORDPIECE_FORMAT: WordPieceTokenizer, ASCII_FORMAT: AsciiTokenizer,
+             BYTE_FORMAT: ByteTokenizer, WORD_FORMAT: WordTokenizer}
     return kinds.get(data.get("format"), Tokenizer).from_dict(data)
+
+
+# The tokenizers a flag can name (--tokenizer char|ascii|bytes|words): one id per unit of text.
+UNIT_TOKENIZERS = {"char": CharTokenizer, "ascii": AsciiTokenizer, "bytes": ByteTokenizer, "words": WordTokenizer}
+
+
+def unit_tokenizer(name: str, text: str):
+    """The named unit tokenizer; char and words learn their vocabulary from text."""
+    return UNIT_TOKENIZERS[name].train(text)
 
 
 def load_tokenizer(path: str | os.PathLike, **options: Any):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LucidError, reading
-from ..tokenizer import CharTokenizer, Tokenizer
+from ..tokenizer import UNIT_TOKENIZERS, Tokenizer, unit_tokenizer
 from ..tokenizer.commands import visible_piece
 from .data import Split, Windows, read_corpus, tokenize_corpus
 from .number_words import MOST_PAIRS, number_pairs, write_pairs
@@ -53,7 +53,8 @@ def train_main(args: argparse.Namespace) -> int:
 
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, nargs="+", help="corpus file(s)")
-    parser.add_argument("--tokenizer", default="char", help="'char' (default) or a tokenizer folder/file")
+    parser.add_argument("--tokenizer", default="char", help="'char' (default), 'ascii', 'bytes', 'words' or a "
+                                                            "tokenizer folder/file")
     parser.add_argument("--window", type=int, default=16, help="tokens per window (default 16)")
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: the window)")
     parser.add_argument("--count", type=int, default=3, help="windows to show (default 3)")
@@ -68,8 +69,8 @@ def show_main(args: argparse.Namespace) -> int:
     for path in paths:
         if not path.is_file():
             raise LucidError(f"{path}: no such file")
-    if args.tokenizer == "char":
-        tokenizer = CharTokenizer("".join(read_corpus(paths, args.doc_separator)))
+    if args.tokenizer in UNIT_TOKENIZERS:
+        tokenizer = unit_tokenizer(args.tokenizer, "".join(read_corpus(paths, args.doc_separator)))
     else:
         tokenizer = Tokenizer.from_file(args.tokenizer)
     tokens, doc_starts, n_docs = tokenize_corpus(paths, tokenizer, args.doc_separator)

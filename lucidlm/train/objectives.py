@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from ..errors import LucidError
 from ..generation import generate, make_sampler
+from ..tokenizer import UnitTokenizer
 from .data import Split, Windows
 from .loss import IGNORE, masked_loss
 from .translation import SequenceToSequence
-
 
 
 class NextToken:
@@ -68,7 +68,7 @@ class NextToken:
         """A short text from the model as it is now, through the generation engine (a context that
         fills up keeps its newer half and goes on, as nanoGPT's cropping does)."""
         s, tok = self.settings, self.tokenizer
-        start = tok.encode("\n") if tok.kind == "char" and "\n" in tok.chars else \
+        start = tok.encode("\n") if isinstance(tok, UnitTokenizer) and tok.knows("\n") else \
             [tok.eos_token_id if tok.eos_token_id is not None else 0]
         return generate(model, tok, start, max_tokens=s.sample_tokens, seed=s.seed, overflow="shift",
                         sampler=make_sampler(temp=s.sample_temperature))

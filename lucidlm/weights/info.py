@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..default_model import default_model_path
+from ..tokenizer import UnitTokenizer
 from .sources import open_source
 
 
@@ -33,12 +34,12 @@ def _mechanisms(config: Config) -> str:
 def _tokenizer_rows(tokenizer) -> list[tuple[str, str]]:
     if tokenizer is None:
         return [("tokenizer", "none"), ("chat template", "no")]
-    kind = {"char": "characters",
+    kind = {"char": "characters", "ascii": "ASCII code points", "bytes": "UTF-8 bytes", "words": "words",
             "wordpiece": f"WordPiece ({'lowercased' if getattr(tokenizer, 'lowercase', False) else 'cased'})"}.get(
         tokenizer.kind) or f"byte-level BPE ({tokenizer.pre_tokenizer.name or 'custom'} split, {tokenizer.merge_rule})"
-    template = "yes" if tokenizer.chat_template else {"char": "no (chat is a plain transcript)",
-                                                      "wordpiece": "no (an encoder does not chat)"}.get(
-        tokenizer.kind, "no (ChatML fallback)")
+    template = "yes" if tokenizer.chat_template else \
+        "no (chat is a plain transcript)" if isinstance(tokenizer, UnitTokenizer) else \
+        {"wordpiece": "no (an encoder does not chat)"}.get(tokenizer.kind, "no (ChatML fallback)")
     return [("tokenizer", f"{kind}, {tokenizer.vocab_size} tokens"), ("chat template", template)]
 
 
