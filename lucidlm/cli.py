@@ -36,6 +36,8 @@ VERBS = {
                   "the most likely tokens for each [MASK] in a text (a BERT with its masked-LM head)"),
     "translate": ("lucidlm.translate", "add_translate_arguments", "translate_main",
                   "an encoder-decoder's translations of texts, greedy or by beam search (--pairs: exact match)"),
+    "ladder": ("lucidlm.ladder.command", "add_ladder_arguments", "ladder_main",
+               "the course's ladder from n-grams to GPT: train every rung on one corpus, table and plot"),
     "embeddings": ("lucidlm.look.commands", "add_embeddings_arguments", "embeddings_main",
                    "token embeddings in a plane (PCA, or the raw plane of a 2-wide model)"),
 }

@@ -235,6 +235,17 @@ PRESETS: dict[str, Config] = {
     # A small BERT (bidirectional, post-norm, segments) with the masked-LM head, for --objective mlm.
     "tiny-bert": Config(vocab_size=2048, context_length=128, d_model=128, n_layers=4, n_heads=4, d_ff=512,
                         head="mlm", **FAMILIES["bert"]),
+    # The course's femto and pico GPTs: word tokens whose embeddings are points in a plane (d_model 2),
+    # so `lucidlm embeddings` draws the model's own coordinates, no projection. pico's 3 heads see
+    # 2 dimensions each (head_dim 2: queries and keys are points in a plane too).
+    # subtle: RMSNorm, not LayerNorm. LayerNorm of 2 numbers subtracts their mean and leaves +-(1, -1)
+    # whatever they were (measured on data/friends.txt: 2.95 nats against 1.42). RMSNorm keeps the
+    # direction. An untied head with a bias per token leaves the plane free for context
+    # (2.06 nats tied).
+    "femto": Config(vocab_size=64, context_length=16, d_model=2, n_layers=1, n_heads=1, norm="rmsnorm",
+                    activation="gelu", gated_mlp=False, position="learned", head_bias=True),
+    "pico": Config(vocab_size=64, context_length=16, d_model=2, n_layers=3, n_heads=3, head_dim=2, norm="rmsnorm",
+                   activation="gelu", gated_mlp=False, position="learned", head_bias=True),
     # A small translator in mBART's layout: 3 encoder and 3 decoder blocks, width 128, shared
     # embeddings. Pre-norm: BART's post-norm blocks often stall for hundreds of steps from scratch.
     "tiny-translator": Config(vocab_size=512, context_length=64, d_model=128, n_layers=3, encoder_layers=3,

@@ -25,7 +25,8 @@ OBJECTIVES = ("next-token", "mlm", "seq2seq")
 @dataclass
 class TrainSettings:
     data: list[str] = setting([], "corpus file(s), UTF-8 text; each file is one document", metavar="FILE")
-    tokenizer: str | None = setting(None, "'char', or a tokenizer folder or file; unset: the preset's choice, "
+    tokenizer: str | None = setting(None, "'char', 'ascii', 'bytes', 'words', or a tokenizer folder or file; "
+                                          "unset: the preset's choice, "
                                           "the --init-from model's own, or a BPE trained on the corpus")
     out: str | None = setting(None, "the run folder")
     preset: str | None = setting(None, "a model with its training settings (the presets are listed above)")
@@ -124,6 +125,12 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                       warmup_iters=200, eval_interval=500, eval_iters=20),
     "tiny-llama": dict(tokenizer=None, max_iters=5000, batch_size=16, learning_rate=6e-4, min_lr=6e-5,
                        warmup_iters=200, eval_interval=500, eval_iters=20),
+    # femto and pico on word tokens (data/friends.txt: seconds per hundred steps on a CPU). A width of
+    # 2 learns slowly at nanoGPT's rate, so the rate is higher.
+    "femto": dict(tokenizer="words", max_iters=1500, batch_size=32, learning_rate=1e-2, min_lr=1e-3,
+                  warmup_iters=50, weight_decay=0.0, eval_interval=250, eval_iters=10, sample_tokens=40),
+    "pico": dict(tokenizer="words", max_iters=1500, batch_size=32, learning_rate=1e-2, min_lr=1e-3,
+                 warmup_iters=50, weight_decay=0.0, eval_interval=250, eval_iters=10, sample_tokens=40),
     # Masked-LM pre-training of a small BERT over a WordPiece vocabulary trained on the corpus.
     "tiny-bert": dict(tokenizer=None, objective="mlm", bpe_vocab_size=2048, max_iters=2000, batch_size=32,
                       learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=20),

@@ -23,7 +23,7 @@ from ..errors import LucidError, reading
 from ..locate import TOKENIZER_FILE
 from ..model import Transformer
 from ..options import resolve_device
-from ..tokenizer import CharTokenizer, Tokenizer, WordPieceTokenizer
+from ..tokenizer import UNIT_TOKENIZERS, Tokenizer, WordPieceTokenizer, unit_tokenizer
 from ..weights import load
 from . import distributed
 from .data import Batches, Windows, open_split, prepare, read_corpus
@@ -135,8 +135,8 @@ class Trainer:
             paths = check_data_paths(s)
             if s.init_from and not s.tokenizer:
                 tokenizer = None  # the pretrained model brings its own (see _model)
-            elif s.tokenizer == "char":
-                tokenizer = CharTokenizer("".join(read_corpus(paths, self.separator)))
+            elif s.tokenizer in UNIT_TOKENIZERS:
+                tokenizer = unit_tokenizer(s.tokenizer, "".join(read_corpus(paths, self.separator)))
             elif s.tokenizer:
                 tokenizer = Tokenizer.from_file(s.tokenizer)
             elif s.objective == "mlm":
@@ -355,8 +355,7 @@ class Trainer:
             bar.close()
             if self.step > last_saved:
                 self.save()
-            self._say(f"interrupted at step {self.step}; checkpoint saved. Continue with: "
-                      f"lucidlm train --resume {self.run.path}")
+            self._say(self.describe_interruption())
             raise
         finally:
             bar.close()
@@ -385,13 +384,19 @@ class Trainer:
                   "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
                   "run": str(self.run.path)}
         if self.main:
-            info = self.run.read()
-            self._say(f"done: {self.step} steps, {self.tokens_seen:,} tokens in {self.elapsed:.1f} s "
-                      f"({result['ms_per_iter']:.1f} ms/step); best validation loss "
-                      f"{result['best_val_loss'] if result['best_val_loss'] is not None else '-'}; "
-                      f"best checkpoint {info.get('best') or info.get('latest')}; "
-                      f"{self.objective.try_it(str(self.run.path))}")
+            self._say(self.describe_end(result))
         return result
+
+    def describe_interruption(self) -> str:
+        return f"interrupted at step {self.step}; checkpoint saved. Continue with: lucidlm train --resume {self.run.path}"
+
+    def describe_end(self, result: dict[str, Any]) -> str:
+        info = self.run.read()
+        return (f"done: {self.step} steps, {self.tokens_seen:,} tokens in {self.elapsed:.1f} s "
+                f"({result['ms_per_iter']:.1f} ms/step); best validation loss "
+                f"{result['best_val_loss'] if result['best_val_loss'] is not None else '-'}; "
+                f"best checkpoint {info.get('best') or info.get('latest')}; "
+                f"{self.objective.try_it(str(self.run.path))}")
 
     def close(self, clean: bool = True) -> None:
         """clean: training finished on every process (not stopped by an error or Ctrl-C)."""
