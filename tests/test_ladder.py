@@ -137,6 +137,8 @@ def test_rungs_parse_and_refuse_unknown_names():
     names = [r.name for r in parse_rungs("ngram:1-3,bigram,gpt")]
     assert names == ["1-gram", "2-gram", "3-gram", "bigram", "gpt"]
     assert [r.name for r in parse_rungs(ladder.DEFAULT_RUNGS)][-1] == "gpt"
+    laplace = parse_rungs("ngram:2", smoothing="add-k")[0]
+    assert laplace.smoothing == "add-k" and "add-one" in laplace.idea
     for bad, message in [("trigram", "unknown rung"), ("ngram:x", "ngram:N"), ("ngram:0-2", "from 1"),
                          ("ngram:2-", "ngram:N"), ("bag,bag", "twice")]:
         with pytest.raises(LucidError, match=message):
@@ -220,6 +222,10 @@ def test_a_failing_climb_keeps_the_previous_one(tmp_path, capsys):
     before = json.loads((out / "ladder.json").read_text())
     row = before["rungs"][1]  # bytes: a character is 1.13 tokens here, so bits per character are more than per token
     assert row["bits_per_char"] == pytest.approx(row["val_loss"] / math.log(2) * 49 / 43, rel=0.02)
+    assert main(["ladder", "--data", str(german), "--out", str(tmp_path / "laplace"), "--rungs", "ngram:1-2",
+                 "--tokenizer", "bytes", "--smoothing", "add-k"]) == 0
+    laplace = json.loads((tmp_path / "laplace" / "ladder.json").read_text())["rungs"]
+    assert "add-one" in laplace[1]["idea"] and laplace[1]["val_loss"] != row["val_loss"]
     capsys.readouterr()
     code = main(["ladder", "--data", str(german), "--out", str(out), "--rungs", "ngram:1-2", "--tokenizer", "ascii",
                  "--force"])

@@ -163,7 +163,7 @@ class Ladder:
         tick = time.perf_counter()
         starts = self.train.doc_starts.tolist() + [len(self.train)]
         documents = [self.train.tokens[a:b] for a, b in zip(starts, starts[1:])]
-        model = NGramLM(rung.order, self.tokenizer.vocab_size).fit(documents)
+        model = NGramLM(rung.order, self.tokenizer.vocab_size, smoothing=rung.smoothing).fit(documents)
         seconds = time.perf_counter() - tick
         sample = sample_text(lambda ids: torch.from_numpy(model.distribution(ids)), self.tokenizer, self.seed)
         return self._row(rung, model.parameters, seconds, ngram_loss(model, self.val_windows), sample)

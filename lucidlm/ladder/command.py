@@ -8,6 +8,7 @@ import sys
 
 from ..tokenizer import UNIT_TOKENIZERS
 from .climb import PLOT_FILE, RESULTS_FILE, Ladder, format_table
+from .ngram import SMOOTHINGS
 from .rungs import DEFAULT_RUNGS, NEURAL, parse_rungs
 
 
@@ -21,6 +22,9 @@ def add_ladder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, nargs="+", help="corpus file(s), UTF-8 text")
     parser.add_argument("--out", required=True, help="folder for the results (one subfolder per trained rung)")
     parser.add_argument("--rungs", default=DEFAULT_RUNGS, help=f"which rungs, in order (default: {DEFAULT_RUNGS})")
+    parser.add_argument("--smoothing", default="kneser-ney", choices=SMOOTHINGS,
+                        help="how the n-grams give unseen n-grams probability: interpolated Kneser-Ney (default, "
+                             "discount 0.75) or add-k with k = 1 (Laplace)")
     parser.add_argument("--tokenizer", default="char", choices=[k for k in UNIT_TOKENIZERS if k != "words"],
                         help="one token per character (default), ASCII code point or byte")
     parser.add_argument("--max-iters", type=int, help="training steps per neural rung (default: the preset's 2000)")
@@ -30,7 +34,7 @@ def add_ladder_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ladder_main(args: argparse.Namespace) -> int:
-    rungs = parse_rungs(args.rungs)
+    rungs = parse_rungs(args.rungs, args.smoothing)
     ladder = Ladder(args.data, args.out, rungs, args.tokenizer, args.max_iters, args.seed, args.threads, args.force)
     rows = ladder.climb()
     print(format_table(rows))

@@ -21,6 +21,7 @@ from .attention_lm import AttentionLM
 from .bag import BagOfContextLM
 from .bigram import BigramLM
 from .block_lm import BlockLM
+from .ngram import SMOOTHINGS
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Rung:
     idea: str  # what this rung adds to the one before
     build: Callable[[Config], nn.Module] | None = None  # None: an n-gram, counted rather than trained
     order: int = 0  # n-grams: n
+    smoothing: str = ""  # n-grams: see ngram.SMOOTHINGS
 
 
 NEURAL = {
@@ -50,16 +52,19 @@ DEFAULT_RUNGS = "ngram:1-5,bigram,bag,positions,attention,multihead,block,gpt"
 MAX_ORDER = 9
 
 
-def ngram_rung(order: int) -> Rung:
+def ngram_rung(order: int, smoothing: str = "kneser-ney") -> Rung:
     before = "no context" if order == 1 else "after the token before" if order == 2 else \
         f"after the {order - 1} tokens before"
     idea = f"counts of each token, {before}"
-    return Rung(f"{order}-gram", idea + " (Kneser-Ney)", order=order)
+    if smoothing not in SMOOTHINGS:
+        raise LucidError(f"smoothing must be one of {', '.join(SMOOTHINGS)} (got {smoothing!r})")
+    named = {"kneser-ney": "Kneser-Ney", "add-k": "add-one"}[smoothing]
+    return Rung(f"{order}-gram", f"{idea} ({named})", order=order, smoothing=smoothing)
 
 
-def parse_rungs(text: str) -> list[Rung]:
+def parse_rungs(text: str, smoothing: str = "kneser-ney") -> list[Rung]:
     """'ngram:1-5,bigram,gpt' -> the rungs, in the order given. ngram:N is one order, ngram:A-B
-    a range."""
+    a range; every n-gram is smoothed the same way."""
     rungs: list[Rung] = []
     for part in (p.strip() for p in text.split(",")):
         if part.startswith("ngram:"):
@@ -70,7 +75,7 @@ def parse_rungs(text: str) -> list[Rung]:
                 raise LucidError(f"--rungs: {part!r} should be ngram:N or ngram:A-B, e.g. ngram:1-5") from None
             if not orders or orders[0] < 1 or orders[-1] > MAX_ORDER:
                 raise LucidError(f"--rungs: n-gram orders go from 1 to {MAX_ORDER} (got {part!r})")
-            rungs.extend(ngram_rung(n) for n in orders)
+            rungs.extend(ngram_rung(n, smoothing) for n in orders)
         elif part in NEURAL:
             rungs.append(NEURAL[part])
         else:
