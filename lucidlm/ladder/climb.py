@@ -24,6 +24,7 @@ from ..config import PRESETS
 from ..errors import LucidError
 from ..files import write_atomic
 from ..look.figures import new_figure, save_figure
+from ..model import Transformer
 from ..tokenizer import UnitTokenizer, unit_tokenizer
 from ..train.data import Split, Windows, open_split, prepare, read_corpus
 from ..train.loss import masked_loss
@@ -31,7 +32,7 @@ from ..train.settings import TRAIN_PRESETS, TrainSettings
 from ..train.trainer import Trainer
 from .ngram import NGramLM
 from .rung_trainer import RungTrainer
-from .rungs import NEURAL, Rung
+from .rungs import Rung
 
 GPT_PRESET = "shakespeare-char"
 SAMPLE_CHARS = 100
@@ -170,7 +171,7 @@ class Ladder:
 
     def _train(self, rung: Rung) -> Row:
         settings = TrainSettings(**{**TrainSettings().to_dict(), **self.train_values, "out": str(self.out / rung.name)})
-        if rung is NEURAL["gpt"]:  # the real model: its own checkpoints, chat with it after
+        if rung.build is Transformer:  # the project's model: the Trainer builds it and writes checkpoints to chat with
             trainer = Trainer(settings, self.config, force=self.force)
         else:
             trainer = RungTrainer(settings, self.config, rung.build, force=self.force)
