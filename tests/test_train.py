@@ -278,6 +278,13 @@ def _run_cli(args, **kwargs):
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def _latest_checkpoint(run):
+    try:
+        return json.loads((run / "run.json").read_text()).get("latest")
+    except FileNotFoundError:  # the trainer has not started yet (run.json is replaced atomically)
+        return None
+
+
 @pytest.mark.slow
 def test_killing_the_trainer_mid_save_leaves_a_loadable_checkpoint(tmp_path, corpus):
     """Checkpoint every step of a larger model, so a kill at a random moment lands in a save."""
@@ -287,10 +294,13 @@ def test_killing_the_trainer_mid_save_leaves_a_loadable_checkpoint(tmp_path, cor
     proc = _run_cli(["--data", str(corpus), "--config", str(tmp_path / "big.toml"), "--max-iters", "1000",
                      "--batch-size", "2", "--checkpoint-interval", "1", "--keep-last", "2", "--out", str(run)])
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (run / "checkpoints").exists():
+        # Wait for a finished checkpoint, not for the folder: on a slow machine the first save alone
+        # can outlast a fixed sleep. Then kill at a moment that nearly always lands inside a later save.
+        deadline = time.time() + 180
+        while time.time() < deadline and not _latest_checkpoint(run):
             time.sleep(0.2)
-        time.sleep(4)  # several checkpoints in; nearly all of the process's time is spent saving
+        assert _latest_checkpoint(run), "no checkpoint was written within 180 s"
+        time.sleep(1.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
