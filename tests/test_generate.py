@@ -226,3 +226,77 @@ def test_a_batch_that_fills_the_context_shifts_every_row_it_can(tokenizer):
     responses = list(stream_batch_generate(model, tokenizer, [[1] * 25, [2] * 3],
                                            GenerationSettings(max_tokens=20, overflow="shift")))
     assert [sum(r.row == row for r in responses) for row in (0, 1)] == [20, 20]
+
+
+def _alone(model, prompt, n):
+    stream = generate_tokens(model, prompt)
+    return [next(stream)[0] for _ in range(n)]
+
+
+def test_rows_that_join_a_running_batch_generate_what_they_generate_alone(model):
+    """Continuous batching: rows join between steps (longer and shorter than the batch's cache),
+    leave when done, and each gets exactly its greedy tokens alone."""
+    from lucidlm.generation import TokenEngine
+
+    prompts = {"a": [5, 6, 7], "b": list(range(30, 52)), "c": [9], "d": list(range(60, 70))}
+    wanted = {"a": 14, "b": 6, "c": 12, "d": 5}
+    engine = TokenEngine(model, [], [], [], [])
+    joins_at = {0: ["a"], 3: ["b"], 5: ["c"], 9: ["d"]}  # step -> names joining before it
+    names, got = {}, {name: [] for name in prompts}
+    for step in range(40):
+        for name in joins_at.get(step, []):
+            names[engine.add(prompts[name])] = name
+        for row, token, _ in engine.step():
+            name = names[row]
+            got[name].append(token)
+            if len(got[name]) == wanted[name]:
+                engine.finish(row)
+        if step > 9 and not engine.rows_running:
+            break
+    assert engine.cache.cache.batch_size == 0 or all(r in engine.finished for r in engine.active)
+    for name, prompt in prompts.items():
+        assert got[name] == _alone(model, prompt, wanted[name]), name
+
+
+def test_a_row_copied_out_of_a_padded_batch_continues_like_the_original(model):
+    """take_row keeps a finished request's prefix; a prompt that extends it reuses that prefix."""
+    from lucidlm.generation import TokenEngine
+
+    engine = TokenEngine(model, [[1, 2, 3, 4, 5, 6, 7, 8], [11, 12]], [None, None], [(), ()], [None, None])
+    for _ in range(4):
+        engine.step()
+    slot = engine.row_slot(1)
+    kept = PromptCache.holding(model, engine.cache.cache.take_row(slot), engine.cache.rows[slot])
+    assert kept.tokens[:2] == [11, 12] and len(kept.tokens) == 2 + 3
+    longer = kept.tokens + [40, 41]
+    logits = kept.prefill(longer)
+    assert kept.reused == 5 and kept.last_prefill == 2
+    torch.testing.assert_close(logits, model(torch.tensor([longer]))[0, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_when_a_long_row_leaves_the_batch_cache_shrinks_to_the_longest_row_left(model):
+    """Rows end at the cache's last slot, so dropping the padding a long row leaves behind keeps the
+    cache as long as its longest row: a server's rows never outgrow the context together."""
+    from lucidlm.generation import TokenEngine
+
+    engine = TokenEngine(model, [], [], [], [])
+    long_row = engine.add(list(range(1, 61)))
+    engine.step()
+    short_row = engine.add([3, 4])
+    engine.step()
+    assert engine.cache.cache.length == 61 and engine.cache.rows[engine.row_slot(short_row)] == [3, 4]
+    engine.finish(long_row)
+    engine.step()
+    assert engine.cache.cache.length == len(engine.cache.rows[0]) == 3
+
+
+def test_a_row_finished_before_it_joins_is_never_computed(model):
+    from lucidlm.generation import TokenEngine
+
+    engine = TokenEngine(model, [[1, 2, 3]], [None], [()], [None])
+    engine.step()
+    gone = engine.add([4, 5, 6])
+    engine.finish(gone)  # its client went away while it waited to join
+    assert engine.rows_running == 1
+    rows = [row for row, _, _ in engine.step()]
+    assert rows == [0] and engine.cache.cache.batch_size == 1 and gone not in engine.prompts

@@ -119,6 +119,19 @@ class PromptCache:
         """Feed one token per row; the logits (B, V) after them."""
         return self._forward([[t] for t in tokens])
 
+    def append(self, other: "PromptCache") -> None:
+        """other's rows join these (continuous batching); other should not be used afterwards."""
+        self.cache.append_rows(other.cache)
+        self.rows.extend(other.rows)
+
+    @classmethod
+    def holding(cls, model, cache: KVCache, ids: Sequence[int]) -> "PromptCache":
+        """A one-row PromptCache over a cache that already holds `ids` (a kept prefix)."""
+        made = cls.__new__(cls)
+        made.model, made.cache, made.rows = model, cache, [list(ids)]
+        made.last_prefill = made.reused = 0
+        return made
+
     def keep_rows(self, indices: Sequence[int]) -> None:
         """Forget every row not listed (finished rows leave the batch)."""
         self.cache.keep_rows(indices)
@@ -159,32 +172,78 @@ class TokenEngine:
     generating; `finish(row)` takes a row out before the next step. logprobs are the
     log-softmax of the processed logits, before temperature and filtering.
 
+    `add(prompt, ...)` lets a new row join between steps (continuous batching, as a server needs):
+    its prompt is prefilled alone, from a PromptCache that may already hold a prefix of it, and
+    its cache joins the batch's, left-padded. An engine may start with no rows at all.
+
     overflow="shift": when the context is full, keep its newer half and go on; "stop": `step()`
     returns [] there."""
 
     def __init__(self, model, prompts: Sequence[Sequence[int]], samplers: Sequence[Sampler | None],
                  processors: Sequence[Sequence[LogitsProcessor]], generators: Sequence[torch.Generator | None],
                  prompt_cache: PromptCache | None = None, overflow: str = "stop") -> None:
-        self.prompts = [list(p) for p in prompts]
+        self.model = model
         self.cache = prompt_cache if prompt_cache is not None else PromptCache(model, batch_size=len(prompts))
-        self.samplers = [s or greedy for s in samplers]
-        self.processors = [list(p) for p in processors]
-        self.generators = list(generators)
         self.overflow = overflow
-        self.histories = [list(p) if procs else None for p, procs in zip(self.prompts, self.processors)]
-        self.active = list(range(len(self.prompts)))  # rows still generating, in cache order
-        self.finished: set[int] = set()
-        self.logits: torch.Tensor | None = None  # (len(active), V) for the next step
+        # Each row's own state, by row number; a row's entries go when it leaves the batch, so a
+        # long-running engine (a server's) holds only what its rows need.
+        self.prompts: dict[int, list[int]] = {}
+        self.samplers: dict[int, Sampler] = {}
+        self.processors: dict[int, list[LogitsProcessor]] = {}
+        self.generators: dict[int, torch.Generator | None] = {}
+        self.histories: dict[int, list[int] | None] = {}  # what the processors look back at
         self.pending: dict[int, int] = {}  # row -> its last token, not yet fed to the model
+        self.next_row = 0
+        for prompt, sampler, procs, generator in zip(prompts, samplers, processors, generators):
+            self._register(prompt, sampler, procs, generator)
+        self.active = list(range(len(prompts)))  # rows in the batch, in cache order
+        self.finished: set[int] = set()  # rows asked to finish, still in the batch until the next step
+        self.logits: torch.Tensor | None = None  # (len(active), V) for the next step
+        self.joining: list[tuple[int, PromptCache | None]] = []  # rows added since the last step
+        self.initial = len(prompts)  # rows prefilled together by the first step
+        self.started = False
+
+    def _register(self, prompt, sampler, processors, generator) -> int:
+        row = self.next_row
+        self.next_row += 1
+        self.prompts[row] = list(prompt)
+        self.samplers[row] = sampler or greedy
+        self.processors[row] = list(processors)
+        self.generators[row] = generator
+        self.histories[row] = list(prompt) if processors else None
+        return row
+
+    def _forget(self, row: int) -> None:
+        for state in (self.prompts, self.samplers, self.processors, self.generators, self.histories, self.pending):
+            state.pop(row, None)
+        self.finished.discard(row)
+
+    def add(self, prompt: Sequence[int], sampler: Sampler | None = None,
+            processors: Sequence[LogitsProcessor] = (), generator: torch.Generator | None = None,
+            prefix: PromptCache | None = None) -> int:
+        """A new row, prefilled at the next step (from `prefix`, a one-row PromptCache that may
+        hold the start of the prompt already); returns its row number."""
+        row = self._register(prompt, sampler, processors, generator)
+        self.joining.append((row, prefix))
+        return row
 
     def finish(self, row: int) -> None:
         self.finished.add(row)
 
+    @property
+    def rows_running(self) -> int:
+        """Rows in the batch that have not finished, plus those waiting to join."""
+        return sum(row not in self.finished for row in self.active) + \
+            sum(row not in self.finished for row, _ in self.joining)
+
     def step(self) -> list[tuple[int, int, torch.Tensor]]:
-        if self.logits is None:
-            self.logits = self.cache.prefill_rows(self.prompts)
+        if not self.started:
+            self.started = True
+            if self.initial:
+                self.logits = self.cache.prefill_rows([self.prompts[row] for row in range(self.initial)])
         elif not self._advance():
             return []
+        self._join()
         out = []
         for slot, row in enumerate(self.active):
             logits = self.logits[slot]
@@ -197,14 +256,26 @@ class TokenEngine:
             out.append((row, token, logits.log_softmax(dim=-1)))
         return out
 
+    def row_slot(self, row: int) -> int:
+        """Where a running row sits in the cache (its index among the batch's rows)."""
+        return self.active.index(row)
+
     def _advance(self) -> bool:
-        """Feed the last tokens of the rows still going; False when none is, or the context is full."""
+        """Feed the last tokens of the rows still going; False when none is (and none joins), or
+        the context is full."""
         keep = [slot for slot, row in enumerate(self.active) if row not in self.finished]
-        if not keep:
+        if not keep and not self.joining:
             return False
         if len(keep) < len(self.active):
+            for slot in set(range(len(self.active))) - set(keep):
+                self._forget(self.active[slot])
             self.cache.keep_rows(keep)
             self.active = [self.active[slot] for slot in keep]
+            if not self.cache.sliding:
+                self.cache.cache.drop_leading_padding()
+        if not self.active:
+            self.logits = None
+            return True
         tokens = [self.pending[row] for row in self.active]
         if self.cache.room() > 0:
             self.logits = self.cache.step_rows(tokens)
@@ -213,6 +284,21 @@ class TokenEngine:
         else:
             return False
         return True
+
+    def _join(self) -> None:
+        for row, prefix in self.joining:
+            if row in self.finished:  # finished before it joined (its client went away): never computed
+                self._forget(row)
+                continue
+            alone = prefix if prefix is not None else PromptCache(self.model)
+            logits = alone.prefill(self.prompts[row])[None]  # (1, V)
+            if self.active:
+                self.cache.append(alone)
+                self.logits = torch.cat([self.logits, logits])
+            else:  # the batch was empty: this row's cache is the batch's now
+                self.cache, self.logits = alone, logits
+            self.active.append(row)
+        self.joining = []
 
 
 def generate_tokens(model, prompt_ids: Sequence[int], prompt_cache: PromptCache | None = None,

@@ -113,7 +113,7 @@ class Request:
         self.generator = self.generator if self.generator is not None else self.settings.generator()
 
 
-class _Row:
+class RowText:
     """One row's text, stop conditions and counts."""
 
     def __init__(self, tokenizer, request: Request, limit: int) -> None:
@@ -150,7 +150,7 @@ def _stream_requests(model, tokenizer, requests: list[Request],
     # Each generated token but the last takes a cache slot, so a bounded row never runs past the
     # context (rows are left-padded to the longest prompt).
     bounded = not cache.sliding and overflow == "stop"
-    rows = [_Row(tokenizer, r, min(r.settings.max_tokens, context - longest) if bounded else r.settings.max_tokens)
+    rows = [RowText(tokenizer, r, min(r.settings.max_tokens, context - longest) if bounded else r.settings.max_tokens)
             for r in requests]
     engine = TokenEngine(model, [r.ids for r in requests], [r.sampler for r in requests],
                          [r.processors for r in requests], [r.generator for r in requests], cache, overflow)

@@ -128,6 +128,72 @@ class KVCache:
             self.cross = {layer: (k.index_select(0, index), v.index_select(0, index))
                           for layer, (k, v) in self.cross.items()}
 
+    def append_rows(self, other: "KVCache") -> None:
+        """Add other's rows below these (continuous batching: a request joins a running batch).
+        The shorter side is padded on the left with slots no query can see, so every row's own
+        tokens stay contiguous and end at the last slot."""
+        if isinstance(self, SlidingKVCache) or isinstance(other, SlidingKVCache):
+            raise LucidError("rows join a running batch only in a growing cache, not a sliding one")
+        if self.cross or other.cross or self.encoder_output is not None or other.encoder_output is not None:
+            raise LucidError("an encoder-decoder's rows cannot join a running batch")
+        length = max(self.length, other.length)
+        capacity = max(self.capacity, other.capacity, length)
+
+        def aligned(t: torch.Tensor, filled: int, dim: int, fill=0) -> torch.Tensor:
+            # Zeros, not empty memory, in the padding: a masked key's weight is 0, and 0 x NaN
+            # (whatever stale bytes hold) would still be NaN.
+            shape = list(t.shape)
+            shape[dim] = capacity
+            new = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+            new.narrow(dim, length - filled, filled).copy_(t.narrow(dim, 0, filled))
+            return new
+
+        def joined(mine: torch.Tensor, theirs: torch.Tensor, dim: int, fill=0) -> torch.Tensor:
+            return torch.cat([aligned(mine, self.length, dim, fill), aligned(theirs, other.length, dim, fill)])
+
+        self.keys = [joined(a, b, 2) for a, b in zip(self.keys, other.keys)]
+        self.values = [joined(a, b, 2) for a, b in zip(self.values, other.values)]
+        self.positions = joined(self.positions, other.positions, 1, 0)
+        self.valid = joined(self.valid, other.valid, 1, False)
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.has_padding = self.has_padding or other.has_padding or self.length != other.length
+        self.batch_size += other.batch_size
+        self.length = length
+
+    def drop_leading_padding(self) -> None:
+        """Forget the first slots when no row has a real token in them (a long row left the batch):
+        the rows that remain stop paying attention over its padding."""
+        if self.batch_size == 0 or self.length == 0:
+            return
+        used = self.valid[:, :self.length].any(dim=0)
+        first = int(used.long().argmax()) if bool(used.any()) else self.length
+        if first == 0:
+            return
+        keep = self.length - first
+        for buffers in (self.keys, self.values):
+            for t in buffers:
+                t[:, :, :keep] = t[:, :, first:self.length].clone()
+        self.positions[:, :keep] = self.positions[:, first:self.length].clone()
+        self.valid[:, :keep] = self.valid[:, first:self.length].clone()
+        self.length = keep
+
+    def take_row(self, index: int) -> "KVCache":
+        """A one-row copy of row `index`'s real tokens, unpadded (to keep a finished request's
+        prefix for the next one). Its tokens must be contiguous and end at the last slot."""
+        real = self.valid[index, :self.length]
+        first = int(real.long().argmax()) if bool(real.any()) else self.length
+        if not bool(real[first:].all()):
+            raise LucidError("this row's tokens are not contiguous: it cannot be copied out")
+        n = self.length - first
+        copy = KVCache(self.config, 1, max(n, 1), device=self.device, dtype=self.dtype)
+        for mine, theirs in ((copy.keys, self.keys), (copy.values, self.values)):
+            for a, b in zip(mine, theirs):
+                a[:, :, :n] = b[index:index + 1, :, first:self.length]
+        copy.positions[0, :n] = self.positions[index, first:self.length]
+        copy.next_position = self.next_position[index:index + 1].clone()
+        copy.length = n
+        return copy
+
     def reset(self) -> None:
         self.evicted = 0
         self.truncate(0)
