@@ -355,7 +355,11 @@ class Trainer:
             bar.close()
             if self.step > last_saved:
                 self.save()
-            self._say(self.describe_interruption())
+            if self.main and not self.run.read().get("latest"):
+                self._say(f"interrupted at step {self.step}, before any step finished: there is no checkpoint to "
+                          "resume from")
+            else:
+                self._say(self.describe_interruption())
             raise
         finally:
             bar.close()
