@@ -17,6 +17,8 @@ from .errors import LucidError
 VERBS = {
     "chat": ("lucidlm.chat", "add_arguments", "main", "multi-turn chat with a model (default: SmolLM2-135M)"),
     "generate": ("lucidlm.complete", "add_arguments", "main", "one completion of a prompt"),
+    "serve": ("lucidlm.serve.command", "add_serve_arguments", "serve_main",
+              "serve a model over the OpenAI API, with a chat page that shows token probabilities and attention"),
     "info": ("lucidlm.weights.info", "add_arguments", "main", "describe a model file: architecture, size, tokenizer"),
     "tokenize": ("lucidlm.tokenizer.commands", "add_tokenize_arguments", "tokenize_main",
                  "show how text becomes tokens (or --ids for scripts)"),

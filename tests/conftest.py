@@ -10,6 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots the page tests keep (CI's logs point at them)
+CHROMIUM = "/usr/bin/chromium"
 
 
 def tiny_hf_config(family: str, **overrides):
@@ -118,3 +120,18 @@ def train_in_one_and_two_processes(argv: list[str], folder: Path) -> tuple[Path,
                              "--out", str(folder / "two")], capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr
     return folder / "one", folder / "two"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, driven by Playwright (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the page tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                      "--disable-background-networking", "--disable-component-update",
+                                      "--disable-sync", "--no-first-run"])
+        yield chromium
+        chromium.close()

@@ -1,9 +1,6 @@
 """Looking inside: attention tables, heatmaps and the explorer page (tested in a real Chromium),
 next-token probabilities through the sampler chain, the logit lens, embeddings in a plane."""
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,11 +10,9 @@ from lucidlm import GenerationSettings, look
 from lucidlm.cli import main
 from lucidlm.errors import LucidError
 
-from conftest import ROOT
+from conftest import ARTIFACTS
 
 pytestmark = pytest.mark.usefixtures("inference_only")
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -111,20 +106,6 @@ def hostile_view():
     weights = np.tril(np.ones((T, T)))[None, None] / np.arange(1, T + 1)[:, None]
     return look.AttentionView(weights.astype(np.float32), np.tril(np.ones((T, T), bool))[None], [0], tokens, 1,
                               text="".join(tokens))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"the explorer test needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                      "--disable-background-networking", "--disable-component-update",
-                                      "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
 
 
 def test_the_explorer_works_in_chromium(model, tokenizer, tmp_path, browser):
