@@ -300,3 +300,17 @@ def test_a_row_finished_before_it_joins_is_never_computed(model):
     assert engine.rows_running == 1
     rows = [row for row, _, _ in engine.step()]
     assert rows == [0] and engine.cache.cache.batch_size == 1 and gone not in engine.prompts
+
+
+def test_a_joined_rows_padding_is_invisible_and_zero(model):
+    """Padding slots are masked and hold zeros, never stale memory (0 weight x NaN is NaN)."""
+    long, short = PromptCache(model), PromptCache(model)
+    long.prefill([1, 2, 3, 4, 5, 6])
+    short.prefill([7, 8])
+    long.append(short)
+    cache = long.cache
+    assert cache.length == 6 and cache.batch_size == 2 and long.rows == [[1, 2, 3, 4, 5, 6], [7, 8]]
+    assert not cache.valid[1, :4].any() and cache.valid[1, 4:6].all() and cache.valid[0, :6].all()
+    assert cache.positions[1, 4:6].tolist() == [0, 1] and cache.next_position.tolist() == [6, 2]
+    for t in cache.keys + cache.values:
+        assert t[1, :, :4].eq(0).all()

@@ -16,6 +16,8 @@ import torch
 from ..config import Config
 from ..errors import LucidError
 
+JOIN_HEADROOM = 64  # free slots a batch cache keeps after a row joins it
+
 
 class KVCache:
     def __init__(self, config: Config, batch_size: int = 1, capacity: int | None = None,
@@ -137,19 +139,21 @@ class KVCache:
         if self.cross or other.cross or self.encoder_output is not None or other.encoder_output is not None:
             raise LucidError("an encoder-decoder's rows cannot join a running batch")
         length = max(self.length, other.length)
-        capacity = max(self.capacity, other.capacity, length)
-
-        def aligned(t: torch.Tensor, filled: int, dim: int, fill=0) -> torch.Tensor:
-            # Zeros, not empty memory, in the padding: a masked key's weight is 0, and 0 x NaN
-            # (whatever stale bytes hold) would still be NaN.
-            shape = list(t.shape)
-            shape[dim] = capacity
-            new = torch.full(shape, fill, dtype=t.dtype, device=t.device)
-            new.narrow(dim, length - filled, filled).copy_(t.narrow(dim, 0, filled))
-            return new
+        # Room for a few steps, then the usual doubling: a full-size buffer here would be
+        # allocated and copied at every join.
+        capacity = min(self.max_capacity, length + JOIN_HEADROOM)
 
         def joined(mine: torch.Tensor, theirs: torch.Tensor, dim: int, fill=0) -> torch.Tensor:
-            return torch.cat([aligned(mine, self.length, dim, fill), aligned(theirs, other.length, dim, fill)])
+            shape = list(mine.shape)
+            shape[0], shape[dim] = mine.shape[0] + theirs.shape[0], capacity
+            new = torch.empty(shape, dtype=mine.dtype, device=mine.device)
+            for part, t, filled in ((new[:mine.shape[0]], mine, self.length),
+                                    (new[mine.shape[0]:], theirs, other.length)):
+                # The padding is filled, not left as stale memory: a masked key's weight is 0, and
+                # 0 x NaN would still be NaN. Slots after `length` are written before they are read.
+                part.narrow(dim, 0, length - filled).fill_(fill)
+                part.narrow(dim, length - filled, filled).copy_(t.narrow(dim, 0, filled))
+            return new
 
         self.keys = [joined(a, b, 2) for a, b in zip(self.keys, other.keys)]
         self.values = [joined(a, b, 2) for a, b in zip(self.values, other.values)]
