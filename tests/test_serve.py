@@ -279,6 +279,7 @@ BAD_CHATS = [
     ({"model": "tiny", "messages": HELLO, "n": 100}, 400, "n"),
     ({"model": "tiny", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"model": "tiny", "messages": HELLO, "logit_bias": {"99999": 5}}, 400, "logit_bias"),
+    ({"model": "tiny", "messages": HELLO, "logit_bias": {"\u00b2": 5}}, 400, "logit_bias"),  # "²".isdigit()
     ({"model": "tiny", "messages": HELLO, "top_logprobs": 3}, 400, "top_logprobs"),
     ({"model": "tiny", "messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
     ({"model": "tiny", "messages": HELLO, "response_format": {"type": "json_object"}}, 400, "response_format"),
@@ -492,8 +493,9 @@ def test_an_encoder_serves_embeddings_equal_to_its_encode():
         packed = client.embeddings.create(model="minilm", input=texts[0], encoding_format="base64")
         unpacked = np.frombuffer(base64.b64decode(packed.data[0].embedding), dtype="<f4")
         assert unpacked.tolist() == pytest.approx(expected[0].tolist(), abs=1e-6)
-        with pytest.raises(openai.BadRequestError, match="encoder"):
+        with pytest.raises(openai.BadRequestError, match="encoder.*answers POST /v1/embeddings"):
             client.chat.completions.create(model="minilm", messages=HELLO)
+        assert "embeddings answers" in server.describe_page(url)
     finally:
         server.stop_background()
 

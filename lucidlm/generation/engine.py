@@ -199,7 +199,8 @@ class TokenEngine:
         self.active = list(range(len(prompts)))  # rows in the batch, in cache order
         self.finished: set[int] = set()  # rows asked to finish, still in the batch until the next step
         self.logits: torch.Tensor | None = None  # (len(active), V) for the next step
-        self.joining: list[tuple[int, PromptCache | None]] = []  # rows added since the last step
+        # rows added since the last step: (row, its prefix cache, the logits after its prompt if known)
+        self.joining: list[tuple[int, PromptCache | None, torch.Tensor | None]] = []
         self.initial = len(prompts)  # rows prefilled together by the first step
         self.started = False
 
@@ -220,11 +221,14 @@ class TokenEngine:
 
     def add(self, prompt: Sequence[int], sampler: Sampler | None = None,
             processors: Sequence[LogitsProcessor] = (), generator: torch.Generator | None = None,
-            prefix: PromptCache | None = None) -> int:
+            prefix: PromptCache | None = None, logits: torch.Tensor | None = None) -> int:
         """A new row, prefilled at the next step (from `prefix`, a one-row PromptCache that may
-        hold the start of the prompt already); returns its row number."""
+        hold the start of the prompt already); returns its row number. When `prefix` already holds
+        the whole prompt, its `logits` (V,) from that prefill spare the row a forward."""
+        if logits is not None and (prefix is None or prefix.tokens != list(prompt)):
+            raise LucidError("logits come with a prefix that holds the whole prompt")
         row = self._register(prompt, sampler, processors, generator)
-        self.joining.append((row, prefix))
+        self.joining.append((row, prefix, logits))
         return row
 
     def finish(self, row: int) -> None:
@@ -234,7 +238,7 @@ class TokenEngine:
     def rows_running(self) -> int:
         """Rows in the batch that have not finished, plus those waiting to join."""
         return sum(row not in self.finished for row in self.active) + \
-            sum(row not in self.finished for row, _ in self.joining)
+            sum(row not in self.finished for row, _, _ in self.joining)
 
     def step(self) -> list[tuple[int, int, torch.Tensor]]:
         if not self.started:
@@ -286,12 +290,12 @@ class TokenEngine:
         return True
 
     def _join(self) -> None:
-        for row, prefix in self.joining:
+        for row, prefix, known in self.joining:
             if row in self.finished:  # finished before it joined (its client went away): never computed
                 self._forget(row)
                 continue
             alone = prefix if prefix is not None else PromptCache(self.model)
-            logits = alone.prefill(self.prompts[row])[None]  # (1, V)
+            logits = (known if known is not None else alone.prefill(self.prompts[row]))[None]  # (1, V)
             if self.active:
                 self.cache.append(alone)
                 self.logits = torch.cat([self.logits, logits])

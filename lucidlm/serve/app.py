@@ -197,6 +197,13 @@ class Server:
             "id": self.options.name, "object": "model", "created": 0, "owned_by": "lucidlm",
             "context_length": config.context_length, "kind": self._kind()}]})
 
+    def describe_page(self, url: str) -> str:
+        """What this model answers, for the startup line."""
+        return {"decoder": f"chat page: {url}/",
+                "encoder": "an encoder: POST /v1/embeddings answers, chat does not",
+                "encoder-decoder": "an encoder-decoder: neither chat nor embeddings answer; try lucidlm translate"
+                }[self._kind()]
+
     def _kind(self) -> str:
         config = self.model.config
         if config.is_encoder_decoder:
@@ -243,7 +250,8 @@ class Server:
 
     def _stream(self, jobs: list[GenerationJob], events) -> StreamingResponse:
         """Server-sent events. The jobs are queued when the stream starts, so a client gone before
-        then costs nothing; a full queue is still a 429, answered before the stream begins."""
+        then costs nothing. A queue found full now is a 429; one that fills in the moment before
+        the stream starts is an error event in the stream, as any later failure is."""
         self.scheduler.check_room(len(jobs))
 
         def cancel() -> None:
@@ -334,7 +342,8 @@ class Server:
         try:
             check_generates(self.model)
         except LucidError as exc:
-            raise ApiError(400, f"{exc}; this server's model answers POST /v1/embeddings") from None
+            also = "; this server's model answers POST /v1/embeddings" if self._kind() == "encoder" else ""
+            raise ApiError(400, f"{exc}{also}") from None
 
     @staticmethod
     def _usage(prompt_tokens: int, choices: list[_Choice], cached: int) -> dict[str, Any]:

@@ -73,9 +73,8 @@ def serve_main(args: argparse.Namespace) -> int:
     server = Server(model, tokenizer, options)
 
     def ready(url: str) -> None:
-        kind = "chat page" if model.config.causal else "embeddings API (an encoder: no chat page answers)"
-        print(f"serving {options.name} at {url}/v1 ({kind}: {url}/){' with an API key' if options.api_key else ''}; "
-              f"Ctrl-C stops", file=sys.stderr, flush=True)
+        print(f"serving {options.name} at {url}/v1 ({server.describe_page(url)})"
+              f"{' with an API key' if options.api_key else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
 
     server.run(sock, ready)
     return 0

@@ -146,7 +146,7 @@ def _logit_bias(fields: Fields, vocab_size: int) -> dict[int, float]:
         raise ApiError(400, "logit_bias must map token ids to numbers between -100 and 100", "logit_bias")
     out = {}
     for key, value in bias.items():
-        token = int(key) if isinstance(key, str) and key.isdigit() else None
+        token = int(key) if isinstance(key, str) and key.isascii() and key.isdecimal() else None
         if token is None or token >= vocab_size:
             raise ApiError(400, f"logit_bias: {key!r} is not a token id of this model (0 to {vocab_size - 1})",
                            "logit_bias")

@@ -202,7 +202,7 @@ class Scheduler:
         base = self.store.lookup(job.prompt) if self.store is not None else None
         base = base or PromptCache(self.model)
         try:
-            base.prefill(job.prompt)
+            logits = base.prefill(job.prompt)
         except LucidError as exc:
             job.outbox.put(Event("error", error=ApiError(400, str(exc))))
             return
@@ -215,7 +215,7 @@ class Scheduler:
             # Every choice starts from the prefilled prompt: the last takes it, the others a copy.
             prefix = base if choice == last else PromptCache.holding(self.model, base.cache.take_row(0), base.tokens)
             request = Request(job.prompt, settings)
-            row = self.engine.add(job.prompt, request.sampler, request.processors, request.generator, prefix)
+            row = self.engine.add(job.prompt, request.sampler, request.processors, request.generator, prefix, logits)
             self.rows[row] = _Row(job, choice, RowText(self.tokenizer, request, settings.max_tokens))
 
     def _step(self) -> None:
