@@ -42,9 +42,10 @@ class PromptCache:
     """A KV cache plus the ids each row holds. With one row, `prefill(ids)` reuses the longest
     common prefix of what is cached."""
 
-    def __init__(self, model, capacity: int | None = None, batch_size: int = 1) -> None:
+    def __init__(self, model, capacity: int | None = None, batch_size: int = 1, cache: KVCache | None = None) -> None:
         self.model = model
-        self.cache = make_cache(model, batch_size, capacity)
+        self.cache = cache if cache is not None else make_cache(model, batch_size, capacity)
+        batch_size = self.cache.batch_size
         self.rows: list[list[int]] = [[] for _ in range(batch_size)]
         self.last_prefill = 0  # tokens the last prefill actually computed (per row, padding excluded)
         self.reused = 0  # tokens the last prefill found already cached
@@ -127,9 +128,8 @@ class PromptCache:
     @classmethod
     def holding(cls, model, cache: KVCache, ids: Sequence[int]) -> "PromptCache":
         """A one-row PromptCache over a cache that already holds `ids` (a kept prefix)."""
-        made = cls.__new__(cls)
-        made.model, made.cache, made.rows = model, cache, [list(ids)]
-        made.last_prefill = made.reused = 0
+        made = cls(model, cache=cache)
+        made.rows = [list(ids)]
         return made
 
     def keep_rows(self, indices: Sequence[int]) -> None:

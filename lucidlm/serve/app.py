@@ -107,7 +107,7 @@ class Server:
     def run(self, sock: socket.socket, ready: Callable[[str], None] | None = None) -> None:
         """Serve on a socket from `bind` until Ctrl-C (binding first makes a port in use a clear
         error before the model is even loaded)."""
-        self._uvicorn = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=2))
+        self._uvicorn = self._http_server()
         if ready is not None:
             ready(self.url(sock))
         self._uvicorn.run(sockets=[sock])
@@ -115,7 +115,7 @@ class Server:
     def start_background(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve from a thread (tests, benchmarks, notebooks); returns the base URL."""
         sock = bind(host, port)
-        self._uvicorn = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=2))
+        self._uvicorn = self._http_server()
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -129,6 +129,9 @@ class Server:
         if self._uvicorn is not None and self._thread is not None:
             self._uvicorn.should_exit = True
             self._thread.join(timeout=30)
+
+    def _http_server(self) -> uvicorn.Server:
+        return uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=2))
 
     @staticmethod
     def url(sock: socket.socket) -> str:

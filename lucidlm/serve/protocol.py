@@ -276,7 +276,6 @@ def parse_completion(body: Any, names: set[str], vocab_size: int, max_n: int, co
                        "max_tokens")
     logprobs = fields.int("logprobs", None, 0, 5)
     sampling = _sampling(fields, vocab_size, max_n, logprobs, max_tokens, context)
-    sampling.max_tokens = max_tokens
     fields.done()
     return CompletionRequest(prompts, sampling, echo)
 
