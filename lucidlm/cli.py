@@ -20,6 +20,8 @@ VERBS = {
     "serve": ("lucidlm.serve.command", "add_serve_arguments", "serve_main",
               "serve a model over the OpenAI API, with a chat page that shows token probabilities and attention"),
     "info": ("lucidlm.weights.info", "add_arguments", "main", "describe a model file: architecture, size, tokenizer"),
+    "quantize": ("lucidlm.weights.quantize", "add_arguments", "main",
+                 "write a GGUF file with quantized matrices (q8_0, q4_0, q4_1) that llama.cpp and lucidlm read"),
     "tokenize": ("lucidlm.tokenizer.commands", "add_tokenize_arguments", "tokenize_main",
                  "show how text becomes tokens (or --ids for scripts)"),
     "tokenizer": (None, None, None, "tokenizer tools: `lucidlm tokenizer train`"),

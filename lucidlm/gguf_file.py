@@ -228,6 +228,19 @@ class GGUFFile:
         return_freed_heap()
         return values.reshape(info.shape)
 
+    def read_blocks(self, name: str) -> np.ndarray:
+        """A 2-D tensor's raw blocks, undecoded: (rows, bytes per row) uint8 (a copy, safe after close)."""
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        info = self.tensors[name]
+        block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(info.type_code)]
+        rows, width = info.shape
+        raw = np.frombuffer(self._map, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
+        blocks = raw.reshape(rows, width // block_size * type_size).copy()
+        del raw
+        self._release(info.offset, info.n_bytes)
+        return blocks
+
     def _release(self, offset: int, n_bytes: int) -> None:
         """Drop the file pages just read from this process's resident memory (the OS keeps them
         cached): otherwise the whole mapped file would count on top of the dequantized weights."""

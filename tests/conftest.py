@@ -84,6 +84,15 @@ def smollm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm(smollm_path):
+    """Dequantized to float32: the numbers transformers computes from the same file."""
+    import lucidlm
+
+    return lucidlm.load(smollm_path, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def smollm_quantized(smollm_path):
+    """As `lucidlm chat` runs it: the file's quantized matrices kept quantized (dtype "auto")."""
     import lucidlm
 
     return lucidlm.load(smollm_path)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .quant import QuantizedLinear, QuantizedMatrix
+
 
 class TransposedStorage(nn.Module):
     """A module whose `weight` (standard layout) is stored as the parameter `weight_t`, transposed.
@@ -70,10 +72,11 @@ class Linear(TransposedStorage):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def make_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-    """The one factory for loaded linear layers: weight (out, in), bias (out,) or None, already in
-    the compute dtype. (The LM head and the embedding are loaded into their own modules; a
-    quantized layer will want the file's blocks rather than a dense weight: widen it then.)"""
+def make_linear(weight: torch.Tensor | QuantizedMatrix, bias: torch.Tensor | None) -> nn.Module:
+    """The one factory for loaded linear layers: weight (out, in) in the compute dtype, or a
+    QuantizedMatrix (a file's blocks kept small), and bias (out,) or None."""
+    if isinstance(weight, QuantizedMatrix):
+        return QuantizedLinear(weight, bias)
     with torch.device("meta"):  # no memory for the random init we are about to replace
         layer = Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     layer.weight_t = nn.Parameter(weight.t().contiguous())
@@ -106,6 +109,10 @@ class TokenEmbedding(TransposedStorage):
         # and matmul downstream copy it first (measured: 8% of a training step).
         return columns.t().contiguous().view(*ids.shape, self.weight_t.shape[0])  # (B, T, C)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., V): scores against every token's vector, a tied LM head's logits."""
+        return F.linear(x, self.weight)
+
     def resize(self, n: int) -> None:
         self.weight_t = nn.Parameter(resized_rows(self.weight.detach(), n).t().contiguous(),
                                      requires_grad=self.weight_t.requires_grad)
@@ -129,7 +136,10 @@ class LMHead(TransposedStorage):
         return self.tied_to.weight if self.tied_to is not None else self.weight_t.t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        if self.tied_to is None:
+            return F.linear(x, self.weight, self.bias)
+        logits = self.tied_to.project(x)  # a quantized embedding multiplies without dequantizing
+        return logits + self.bias if self.bias is not None else logits
 
     def resize(self, n: int) -> None:
         """Grow or shrink to n tokens (the tied embedding resizes itself)."""

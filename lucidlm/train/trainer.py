@@ -153,10 +153,10 @@ class Trainer:
     def _model(self, config: Config | None, resume: bool) -> Transformer:
         s = self.settings
         if resume:
-            model, _ = load(self.run.latest(), device=self.device)
+            model, _ = load(self.run.latest(), dtype="float32", device=self.device)
             return model.train()
         if s.init_from:
-            model, own = load(s.init_from, device=self.device)
+            model, own = load(s.init_from, dtype="float32", device=self.device)  # trainable: never quantized
             if self.tokenizer is None:
                 if own is None:
                     raise LucidError(f"{s.init_from} has no tokenizer to encode the corpus with; pass --tokenizer")

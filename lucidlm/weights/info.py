@@ -11,8 +11,13 @@ from pathlib import Path
 
 from ..config import Config
 from ..default_model import default_model_path
+from ..model.quant import CONVERTED, NATIVE, form_bytes
 from ..tokenizer import UnitTokenizer
-from .sources import open_source
+from .row_blocks import QUANTIZABLE
+from .sources import GGUFSource, open_source
+
+FORM_NAMES = {"int4": "int4 (scale and zero per 32)", "int8 groups": "int8 as two int4 halves (scale per 32)",
+              "int8": "int8 (scale per row)"}
 
 
 def _mechanisms(config: Config) -> str:
@@ -43,10 +48,46 @@ def _tokenizer_rows(tokenizer) -> list[tuple[str, str]]:
     return [("tokenizer", f"{kind}, {tokenizer.vocab_size} tokens"), ("chat template", template)]
 
 
-def describe(path: str | Path | None) -> list[tuple[str, str]]:
+def in_memory(tensors) -> tuple[list[tuple[str, str, str, str]], int, int]:
+    """Per GGUF tensor (name, shape, file type, in-memory form), and the bytes with dtype "auto"
+    and in float32. Quantized matrices keep (or convert to) a block form on the CPU."""
+    rows, auto, dense = [], 0, 0
+    for info in tensors:
+        numel = 1
+        for d in info.shape:
+            numel *= d
+        dense += numel * 4
+        if len(info.shape) == 2 and info.type_name in QUANTIZABLE:
+            form = NATIVE.get(info.type_name) or CONVERTED[info.type_name]
+            auto += form_bytes(form, info.shape)
+            label = FORM_NAMES[form] + ("" if info.type_name in NATIVE else ", converted")
+        else:
+            auto += numel * 4
+            label = "float32"
+        rows.append((info.name, "x".join(map(str, info.shape)), info.type_name, label))
+    return rows, auto, dense
+
+
+def _memory_rows(source) -> list[tuple[str, str]]:
+    if not isinstance(source, GGUFSource):
+        return [("computes in", "float32 by default (--dtype bfloat16 to halve memory)")]
+    tensors, auto, dense = in_memory(source.gguf.tensors.values())
+    forms: dict[str, int] = {}
+    for _, _, kind, label in tensors:
+        key = f"{kind} as {label}" if label != "float32" else f"{kind} as float32"
+        forms[key] = forms.get(key, 0) + 1
+    return [("in memory", f"{auto / 2 ** 20:.1f} MiB with --dtype auto (the default): "
+                          + ", ".join(f"{k} x{n}" for k, n in forms.items())
+                          + f"; {dense / 2 ** 20:.1f} MiB with --dtype float32"),
+            ("computes in", "float32, quantized matrices through bfloat16 kernels on the CPU")]
+
+
+def describe(path: str | Path | None, tensors: bool = False) -> list[tuple[str, str]]:
     with open_source(path if path is not None else default_model_path()) as source:
         parameters = source.meta_model().num_parameters()
         config, about, tokenizer = source.config, source.describe(), source.tokenizer()
+        memory = _memory_rows(source)
+        listing = in_memory(source.gguf.tensors.values())[0] if tensors and isinstance(source, GGUFSource) else []
     return [
         ("path", str(source.path)),
         ("architecture", about["architecture"]),
@@ -58,17 +99,19 @@ def describe(path: str | Path | None) -> list[tuple[str, str]]:
                                                     if config.is_encoder_decoder else "")),
         ("context length", f"{config.context_length:,} tokens"),
         ("stored as", about["stored as"]),
-        ("computes in", "float32 by default (--dtype bfloat16 to halve memory)"),
+        *memory,
         ("tied embeddings", "yes" if config.tie_embeddings else "no"),
-    ] + _tokenizer_rows(tokenizer)
+    ] + _tokenizer_rows(tokenizer) + [(name, f"{shape:<12} {kind:<6} -> {label}") for name, shape, kind, label in listing]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="a GGUF file, a model folder or a run folder (default: SmolLM2-135M)")
+    parser.add_argument("--tensors", action="store_true",
+                        help="also list every tensor of a GGUF file: shape, stored type, in-memory form")
 
 
 def main(args: argparse.Namespace) -> int:
-    rows = describe(args.model)
+    rows = describe(args.model, tensors=args.tensors)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -22,6 +22,7 @@ from ..files import read_json
 from ..gguf_file import GGUFFile
 from ..locate import CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, locate
 from ..model import Transformer
+from ..model.quant import NATIVE
 from ..tokenizer import tokenizer_from_dict
 from ..tokenizer.files import gguf_tokenizer_data, read_tokenizer_data
 from .checkpoint import FORMAT, VERSION
@@ -29,6 +30,7 @@ from .gguf_model import config_from_gguf, gguf_table
 from .hf_config import HF_FAMILIES, config_from_hf
 from .hf_folder import SafetensorsSource, eos_ids_from, max_seq_length, sentence_pooling
 from .name_tables import NameTable, Row
+from .row_blocks import QUANTIZABLE, RowBlocks
 from .translate import count_layers
 
 # Our own names, for counting the layers of our checkpoints.
@@ -52,6 +54,10 @@ class Source:
 
     def read(self, name: str) -> torch.Tensor:
         raise NotImplementedError
+
+    def read_quantized(self, name: str):
+        """For a source whose matrices are quantized: them as RowBlocks. Others hold floats."""
+        return self.read(name)
 
     def tokenizer(self):
         """The tokenizer that came with the model, or None."""
@@ -110,6 +116,16 @@ class GGUFSource(Source):
 
     def read(self, name: str) -> torch.Tensor:
         return torch.from_numpy(self.gguf.read(name))
+
+    def read_quantized(self, name: str) -> torch.Tensor | RowBlocks:
+        """A quantized matrix as its blocks (re-quantized later if its type is not kept as it is);
+        anything else as read()."""
+        info = self.gguf.tensors[name]
+        if len(info.shape) != 2 or info.type_name not in QUANTIZABLE:
+            return self.read(name)
+        if info.type_name in NATIVE:
+            return RowBlocks.of(torch.from_numpy(self.gguf.read_blocks(name)), info.type_name, info.shape)
+        return RowBlocks.of(self.read(name), info.type_name, info.shape)
 
     def tokenizer(self):
         if "tokenizer.ggml.model" not in self.gguf.metadata:

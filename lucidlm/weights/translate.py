@@ -14,6 +14,9 @@ import torch
 from ..config import Config
 from ..errors import FormatError
 from .name_tables import FUSED_PARTS, NameTable, part_sizes
+from .row_blocks import RowBlocks
+
+ROW_TRANSFORMS = ("unpermute_q", "unpermute_k", "drop_2_rows")  # reorder or drop whole rows only
 
 
 def unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -34,6 +37,8 @@ def permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def _transform(t: torch.Tensor, transforms: tuple[str, ...], config: Config, inverse: bool = False) -> torch.Tensor:
     """Apply a row's transforms in order (or their inverses in reverse order, for export)."""
+    if isinstance(t, RowBlocks):
+        return t.map_rows(lambda data: _transform(data, transforms, config, inverse))
     for name in (reversed(transforms) if inverse else transforms):
         if name == "transpose":
             t = t.t().contiguous()
@@ -107,9 +112,15 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
             continue
         got = parts.setdefault(row.target, {})
         source = read(name)
-        check_finite(source, name, origin)
+        if isinstance(source, RowBlocks):
+            source.check_finite(name, origin)
+            if any(t not in ROW_TRANSFORMS for t in row.transform):
+                source = source.dequantize()  # a transpose or reshape needs the numbers
+        else:
+            check_finite(source, name, origin)
         try:
-            got[row.part] = _transform(source.to(dtype), row.transform, config)
+            got[row.part] = _transform(source if isinstance(source, RowBlocks) else source.to(dtype),
+                                       row.transform, config)
         except RuntimeError:  # e.g. a row count the head split cannot divide
             raise FormatError(f"{origin}: tensor {name} has shape {tuple(source.shape)}, which does not fit "
                               f"the config") from None
@@ -118,8 +129,8 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
         order = FUSED_PARTS[_fused_key(row.target)] if row.part is not None else (None,)
         if all(p in got for p in order):
             try:
-                tensor = got[None] if row.part is None else torch.cat([got[p] for p in order], dim=0)
-            except RuntimeError:
+                tensor = got[None] if row.part is None else _stack_rows([got[p] for p in order], dtype)
+            except (RuntimeError, ValueError):
                 shapes = ", ".join(f"{p}: {tuple(got[p].shape)}" for p in order)
                 raise FormatError(f"{origin}: the parts of {row.target} do not fit together ({shapes})") from None
             del parts[row.target]
@@ -138,6 +149,13 @@ def to_ours(table: NameTable, config: Config, source_names: Iterable[str], read:
         sources = {row.target: src for src, row in rows.items()}
         named = [f"{m} (from {sources.get(m.split(' ')[0], '?')})" for m in missing]
         raise FormatError(f"{origin}: missing tensor(s): {_names(named)}")
+
+
+def _stack_rows(parts: list, dtype: torch.dtype):
+    """The parts of a fused tensor, rows stacked: still blocks when all of them are."""
+    if all(isinstance(p, RowBlocks) for p in parts):
+        return RowBlocks.cat(parts)
+    return torch.cat([p.dequantize().to(dtype) if isinstance(p, RowBlocks) else p for p in parts], dim=0)
 
 
 def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

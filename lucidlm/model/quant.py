@@ -1,0 +1,354 @@
+"""Quantized matrices held in memory: GGML's block formats kept small, multiplied by PyTorch's own
+weight-only kernels, with a readable dequantize-then-matmul path beside them.
+
+Three in-memory forms (gpt-fast's `quantize.py` swaps in the same kinds of layer):
+- Int4Groups: 4-bit codes with a scale and a zero per group of 32 weights, the form of GGML's
+  Q4_0 and Q4_1 (w = d * q + m), run by `aten._weight_int4pack_mm_for_cpu`;
+- Int8Groups: GGML's Q8_0 (int8 codes, a scale per 32). No CPU kernel takes int8 with a scale per
+  group, so each code q = 16 h + l is split into two 4-bit halves and the matrix into two
+  Int4Groups: the same bytes, two int4 calls, and the file's codes exactly;
+- Int8Rows: int8 codes with one scale per output row, run by `aten._weight_int8pack_mm`: the form
+  that types without a kernel of their own (Q5, Q6_K) are re-quantized to.
+Both kernels want bfloat16 activations; the layers cast in and out, so the model around them keeps
+its dtype. A large batch (a long prompt) dequantizes the matrix and uses dense BLAS, which the
+kernels cannot beat there. Block layouts: ggml/src/ggml-common.h (block_q8_0, block_q4_0, block_q4_1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import LucidError
+
+GROUP = 32  # weights per GGML block, and per int4 group
+# Rows of activations up to which the weight-only kernels beat dequantize + dense BLAS (measured on
+# 2 cores for SmolLM2's matrices: the kernel wins at 8 rows, loses 2x at 64).
+KERNEL_MAX_ROWS = 16
+INT4_ROWS_PER_PACK = 64  # the CPU int4 kernel packs 64 output rows at a time (see _unpack_int4)
+KERNEL_DTYPE = torch.bfloat16
+
+# GGML block types read straight into an in-memory form, and the form others are converted to.
+NATIVE = {"Q4_0": "int4", "Q4_1": "int4", "Q8_0": "int8 groups"}
+CONVERTED = {"Q4_K": "int4", "Q3_K": "int4", "Q2_K": "int4", "Q5_0": "int8", "Q5_1": "int8", "Q5_K": "int8",
+             "Q6_K": "int8"}
+BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+
+
+def has_kernel(name: str) -> bool:
+    return hasattr(torch.ops.aten, name)
+
+
+def _halves(raw: torch.Tensor, start: int) -> torch.Tensor:
+    """(N, B, bytes) blocks -> the float16 stored at byte `start` of each block, as float32 (N, B)."""
+    return raw[:, :, start:start + 2].contiguous().view(torch.float16)[:, :, 0].float()
+
+
+def _nibbles(raw: torch.Tensor, start: int) -> torch.Tensor:
+    """(N, B, bytes) -> the 32 4-bit codes of each block (N, B, 32): GGML puts element j in the low
+    nibble of byte j and element j + 16 in the high nibble of byte j."""
+    packed = raw[:, :, start:start + GROUP // 2]
+    return torch.cat((packed & 15, packed >> 4), dim=2)
+
+
+def decode_blocks(raw: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """GGML blocks (N, K/32 * block bytes) uint8 -> (codes (N, K/32, 32), scale d (N, K/32), min m or
+    None), with w = d * codes + m. Q4_0's codes are shifted by -8 into the min: m = -8d."""
+    rows = raw.shape[0]
+    blocks = raw.view(rows, -1, BLOCK_BYTES[kind])  # (N, B, bytes)
+    d = _halves(blocks, 0)
+    if kind == "Q8_0":
+        return blocks[:, :, 2:].contiguous().view(torch.int8), d, None
+    if kind == "Q4_0":
+        return _nibbles(blocks, 2), d, -8 * d
+    return _nibbles(blocks, 4), d, _halves(blocks, 2)  # Q4_1
+
+
+def dequantize_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int]) -> torch.Tensor:
+    """The plain reference: the file's blocks as float32 (N, K), as GGML defines them."""
+    codes, d, m = decode_blocks(raw, kind)
+    w = codes.float() * d[:, :, None]
+    if m is not None:
+        w = w + m[:, :, None]
+    return w.reshape(shape)
+
+
+class QuantizedMatrix(nn.Module):
+    """A (N, K) matrix in a compact form. `dequantize()` gives it in the standard layout, `rows(ids)`
+    some of its rows (an embedding lookup), `matmul(x)` is x W^T through the kernel when it pays,
+    else through the dequantized matrix (the plain path)."""
+
+    form = ""
+
+    def __init__(self, shape: tuple[int, int], source_type: str) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.source_type = source_type  # the file's type, shown by repr
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantize()
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+
+    def uses_kernel(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and x.shape[0] <= KERNEL_MAX_ROWS and self.kernel_available()
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., K) -> (..., N), in x's dtype."""
+        flat = x.reshape(-1, self.shape[1])  # (M, K)
+        if self.uses_kernel(flat):
+            out = self.kernel(flat.to(KERNEL_DTYPE)).to(x.dtype)
+        else:  # the plain path, in x's dtype: a long input's fast path too (dense BLAS beats the kernel)
+            out = F.linear(flat, self.dequantize().to(x.dtype))
+        return out.view(*x.shape[:-1], self.shape[0])
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        pass  # the layer holding it saves the dequantized `weight`: readers see the standard layout
+
+    def _load_from_state_dict(self, *args) -> None:
+        pass  # the holding layer refuses new weights
+
+    def extra_repr(self) -> str:
+        return f"{self.shape[0]}x{self.shape[1]}, {self.form} (from {self.source_type})"
+
+
+class Int4Groups(QuantizedMatrix):
+    """4-bit codes q in 0..15 with, per group of 32 weights of a row, a scale s and a zero z:
+    w = (q - 8) s + z, the int4 kernel's convention. Stored as the kernel packs them."""
+
+    form = "int4, a scale and zero per 32"
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, source_type: str) -> None:
+        """codes (N, K) integers 0..15, scale and zero (N, K/32), with w = (codes - 8) * scale + zero."""
+        n, k = codes.shape
+        super().__init__((n, k), source_type)
+        padded = -(-n // INT4_ROWS_PER_PACK) * INT4_ROWS_PER_PACK  # the kernel packs whole 64-row groups
+        if padded != n:
+            codes = F.pad(codes, (0, 0, 0, padded - n), value=8)
+            scale, zero = F.pad(scale, (0, 0, 0, padded - n)), F.pad(zero, (0, 0, 0, padded - n))
+        self.register_buffer("packed", pack_int4(codes))  # (N', K/2) uint8
+        # (K/32, N', 2): the kernel's layout of scales and zeros, in its activation dtype
+        self.register_buffer("scale_zero", torch.stack((scale, zero), dim=2).transpose(0, 1)
+                             .contiguous().to(KERNEL_DTYPE))
+
+    @staticmethod
+    def kernel_available() -> bool:
+        return has_kernel("_weight_int4pack_mm_for_cpu")
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, GROUP, self.scale_zero.to(KERNEL_DTYPE))
+        return out[:, :self.shape[0]]
+
+    def _scaled(self, codes: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """codes (n, K) of rows lo..hi of the padded matrix -> their weights in float32."""
+        groups = self.scale_zero[:, lo:hi].float()  # (K/32, n, 2)
+        scale, zero = groups[..., 0].t(), groups[..., 1].t()  # (n, K/32)
+        w = (codes.float() - 8).view(hi - lo, -1, GROUP) * scale[:, :, None] + zero[:, :, None]
+        return w.view(hi - lo, self.shape[1])
+
+    def dequantize(self) -> torch.Tensor:
+        return self._scaled(unpack_int4(self.packed), 0, self.packed.shape[0])[:self.shape[0]]
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Only the packs that hold the asked rows are unpacked: a lookup reads 64 rows per id."""
+        codes = unpack_int4(self.packed.view(-1, INT4_ROWS_PER_PACK, self.packed.shape[1])[ids // INT4_ROWS_PER_PACK]
+                            .view(-1, self.packed.shape[1]))  # (n * 64, K)
+        codes = codes.view(-1, INT4_ROWS_PER_PACK, self.shape[1])[torch.arange(len(ids)), ids % INT4_ROWS_PER_PACK]
+        groups = self.scale_zero.float()[:, ids]  # (K/32, n, 2)
+        w = (codes.float() - 8).view(len(ids), -1, GROUP) * groups[..., 0].t()[:, :, None] + groups[..., 1].t()[:, :, None]
+        return w.view(len(ids), self.shape[1])
+
+
+PACK_ROWS = 4096  # rows converted at a time: the converter wants int32 codes, 8x the packed bytes
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """(N, K) integer codes 0..15 -> the CPU int4 kernel's packed (N, K/2) uint8. The kernel's own
+    converter is used where it exists, so the layout is always the kernel's; a few packs at a time,
+    so a 49152-row embedding never exists as int32 (440 MB of peak memory for SmolLM2's)."""
+    if has_kernel("_convert_weight_to_int4pack_for_cpu"):
+        return torch.cat([torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes[i:i + PACK_ROWS].to(torch.int32), 1)
+                          for i in range(0, codes.shape[0], PACK_ROWS)])
+    codes = codes.to(torch.int32)
+    n, k = codes.shape
+    groups = codes.view(n // INT4_ROWS_PER_PACK, 2, INT4_ROWS_PER_PACK // 2, k)  # (N/64, 2, 32, K)
+    return (groups[:, 0] | (groups[:, 1] << 4)).transpose(1, 2).reshape(n, k // 2).to(torch.uint8)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of pack_int4: (N, K/2) uint8 -> (N, K) uint8 codes. subtle: the kernel packs 64 rows
+    together: byte (k, j) of a pack holds row j in its low nibble and row j + 32 in its high one
+    (tests/test_quant.py checks this against the kernel's converter)."""
+    n, half = packed.shape
+    k = half * 2
+    groups = packed.view(n // INT4_ROWS_PER_PACK, k, INT4_ROWS_PER_PACK // 2)  # (N/64, K, 32)
+    codes = torch.cat((groups & 15, groups >> 4), dim=2)  # (N/64, K, 64): rows j and j + 32
+    return codes.transpose(1, 2).reshape(n, k)
+
+
+class Int8Rows(QuantizedMatrix):
+    """int8 codes with one scale per output row: w = q s."""
+
+    form = "int8, a scale per row"
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, source_type: str) -> None:
+        super().__init__(tuple(codes.shape), source_type)
+        self.register_buffer("codes", codes.to(torch.int8).contiguous())  # (N, K)
+        self.register_buffer("scale", scale.to(KERNEL_DTYPE).contiguous())  # (N,)
+
+    @staticmethod
+    def kernel_available() -> bool:
+        return has_kernel("_weight_int8pack_mm")
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.codes, self.scale.to(KERNEL_DTYPE))
+
+    def dequantize(self) -> torch.Tensor:
+        return self.codes.float() * self.scale.float()[:, None]
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.codes[ids].float() * self.scale.float()[ids, None]
+
+
+class Int8Groups(QuantizedMatrix):
+    """int8 codes q with a scale d per group of 32: w = d q = 16 d h + d l, with h = q >> 4 in -8..7
+    and l = q & 15 in 0..15, held as two Int4Groups (high: codes h + 8, scale 16d, zero 0; low:
+    codes l, scale d, zero 8d)."""
+
+    form = "int8 as two int4 halves, a scale per 32"
+
+    def __init__(self, codes: torch.Tensor, d: torch.Tensor, source_type: str) -> None:
+        """codes (N, K) int8, d (N, K/32)."""
+        super().__init__(tuple(codes.shape), source_type)
+        codes = codes.to(torch.int8)  # shifts and masks stay in one byte: two's complement does the rest
+        self.high = Int4Groups((codes >> 4) + 8, 16 * d, torch.zeros_like(d), source_type)
+        self.low = Int4Groups(codes & 15, d, 8 * d, source_type)
+
+    def nbytes(self) -> int:
+        return self.high.nbytes() + self.low.nbytes()
+
+    kernel_available = staticmethod(Int4Groups.kernel_available)
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        return self.high.kernel(x).float() + self.low.kernel(x).float()  # summed outside bfloat16
+
+    def dequantize(self) -> torch.Tensor:
+        return self.high.dequantize() + self.low.dequantize()
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.high.rows(ids) + self.low.rows(ids)
+
+
+def int8_rows(w: torch.Tensor, source_type: str) -> Int8Rows:
+    """Symmetric int8 per row of a float (N, K) matrix."""
+    scale = w.abs().amax(dim=1).clamp(min=1e-30) / 127
+    scale = scale.to(KERNEL_DTYPE).float()  # quantize against the scale the kernel will use
+    return Int8Rows(torch.round(w / scale[:, None]).clamp(-128, 127), scale, source_type)
+
+
+def int4_groups(w: torch.Tensor, source_type: str) -> Int4Groups:
+    """Asymmetric 4-bit per group of 32 (Q4_1's rule: the group's min to max in 15 steps)."""
+    n, k = w.shape
+    groups = w.view(n, k // GROUP, GROUP)
+    low, high = groups.amin(dim=2), groups.amax(dim=2)
+    scale = ((high - low) / 15).to(KERNEL_DTYPE).float()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = torch.round((groups - low[:, :, None]) / safe[:, :, None]).clamp(0, 15)
+    return Int4Groups(codes.view(n, k), scale, low + 8 * scale, source_type)
+
+
+def from_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int]) -> QuantizedMatrix:
+    """A file's GGML blocks (N, row bytes) uint8 -> the in-memory form, with the file's codes and its
+    scales (re-expressed with the kernel's zero, rounded to bfloat16 as the kernels take them)."""
+    if kind in ("Q4_0", "Q4_1"):
+        codes, d, m = decode_blocks(raw, kind)
+        return Int4Groups(codes.reshape(shape), d, m + 8 * d, kind)  # (q - 8) d + (m + 8d) = q d + m
+    if kind == "Q8_0":
+        codes, d, _ = decode_blocks(raw, kind)
+        return Int8Groups(codes.reshape(shape), d, kind)
+    raise ValueError(f"no in-memory form reads {kind} blocks directly")
+
+
+def form_bytes(form: str, shape: tuple[int, int]) -> int:
+    """Bytes a (N, K) matrix takes in memory in a form (what `lucidlm info` reports)."""
+    n, k = shape
+    padded = -(-n // INT4_ROWS_PER_PACK) * INT4_ROWS_PER_PACK
+    int4 = padded * k // 2 + padded * (k // GROUP) * 2 * 2  # codes, a bf16 scale and zero per group
+    return {"int4": int4, "int8 groups": 2 * int4, "int8": n * k + n * 2}[form]  # int8: a bf16 scale per row
+
+
+def quantize_matrix(w: torch.Tensor, form: str, source_type: str) -> QuantizedMatrix:
+    return (int4_groups if form == "int4" else int8_rows)(w.float(), source_type)
+
+
+class HoldsQuantized(nn.Module):
+    """A layer built around a QuantizedMatrix (`self.matrix`): its state dict says `weight`, dequantized,
+    and loading new weights into it is refused (they would need quantizing)."""
+
+    matrix: QuantizedMatrix
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.matrix.dequantize()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # a bias, if any
+        destination[prefix + "weight"] = self.matrix.dequantize()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        if prefix + "weight" in state_dict:
+            error_msgs.append(f"{prefix}weight is held quantized: load the model with dtype float32 to change it")
+        else:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+
+
+class QuantizedLinear(HoldsQuantized):
+    """y = x W^T + b with W held by a QuantizedMatrix: the drop-in for Linear that the loader's
+    factory builds from a file's blocks."""
+
+    def __init__(self, matrix: QuantizedMatrix, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.matrix = matrix
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    @property
+    def in_features(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.matrix.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.matrix.matmul(x)
+        return out + self.bias.to(out.dtype) if self.bias is not None else out
+
+    def resize(self, n: int) -> None:
+        raise LucidError("a quantized head cannot be resized: load the model with dtype float32")
+
+
+class QuantizedEmbedding(HoldsQuantized):
+    """The token embedding held quantized: a lookup dequantizes only the rows it reads, and a tied LM
+    head multiplies by the same matrix through `project`."""
+
+    def __init__(self, matrix: QuantizedMatrix, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.matrix = matrix
+        # the dtype of the vectors it hands the model; a buffer, so it follows model.to(...)
+        self.register_buffer("anchor", torch.empty(0, dtype=dtype), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.matrix.rows(ids.reshape(-1)).to(self.anchor.dtype)  # (B*T, C)
+        return rows.view(*ids.shape, self.matrix.shape[1])  # (B, T, C)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., V): the tied head's logits."""
+        return self.matrix.matmul(x)
+
+    def resize(self, n: int) -> None:
+        raise LucidError("a quantized embedding cannot be resized: load the model with dtype float32")
