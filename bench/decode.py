@@ -132,7 +132,7 @@ def measure_llama_cpp(kind: str) -> dict:
     tool, why = llama_tool("llama-bench")
     if tool is None:
         return {"error": why}
-    path = model_file(kind) if kind != "f32" else model_file("f32")
+    path = model_file(kind)
     out = subprocess.run([str(tool), "-m", str(path), "-t", "2", "-p", "512", "-n", "128", "-r", "3", "-o", "json"],
                          capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)

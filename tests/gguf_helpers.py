@@ -31,18 +31,6 @@ def write_gguf(path: Path, arch: str = "llama", strings: dict[str, str] | None =
     return path
 
 
-def byte_level_vocab(tokenizer):
-    from lucidlm.tokenizer.byte_unicode import bytes_to_text
-
-    tokens, types = [], []
-    for i, token in enumerate(tokenizer.vocab):
-        special = tokenizer.is_special(i)
-        tokens.append(token.decode("utf-8") if special else bytes_to_text(token))
-        types.append(3 if special else 1)
-    merges = [f"{bytes_to_text(tokenizer.vocab[a])} {bytes_to_text(tokenizer.vocab[b])}" for a, b in tokenizer.merges]
-    return tokens, types, merges
-
-
 def write_llama_gguf(path: Path, hf_model, qtype=None, tokenizer=None, pre: str = "gpt2",
                      extra_tensors: dict | None = None, drop: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Write hf_model (a transformers Llama) as GGUF with matrices in `qtype`. Returns the weights
@@ -63,12 +51,14 @@ def write_llama_gguf(path: Path, hf_model, qtype=None, tokenizer=None, pre: str 
     writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
     writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
     if tokenizer is not None:
-        tokens, types, merges = byte_level_vocab(tokenizer)
+        from lucidlm.tokenizer.files import gguf_tokenizer_metadata
+
+        meta = gguf_tokenizer_metadata(tokenizer)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(pre)
-        writer.add_token_list(tokens)
-        writer.add_token_types(types)
-        writer.add_token_merges(merges)
+        writer.add_token_list(meta["tokenizer.ggml.tokens"])
+        writer.add_token_types(meta["tokenizer.ggml.token_type"])
+        writer.add_token_merges(meta["tokenizer.ggml.merges"])
         if tokenizer.eos_token_id is not None:
             writer.add_eos_token_id(tokenizer.eos_token_id)
         writer.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -195,3 +195,25 @@ def test_a_failed_quantize_leaves_no_file(capsys, tmp_path):
                        "--out", str(tmp_path / "out.gguf"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.gguf"]
+
+
+def test_the_gguf_tokenizer_keys_written_read_back_to_the_same_tokenizer(smollm_tokenizer):
+    """quantize writes a tokenizer as llama.cpp's keys (padding_token_id, unknown_token_id, ...): reading
+    them back must give the same ids and the same special tokens."""
+    from lucidlm.tokenizer import tokenizer_from_dict
+    from lucidlm.tokenizer.files import gguf_tokenizer_data, gguf_tokenizer_metadata
+
+    again = tokenizer_from_dict(gguf_tokenizer_data(gguf_tokenizer_metadata(smollm_tokenizer), "round trip"))
+    text = "Hello, world! <|im_start|>user\n数学 is fun 123<|im_end|>"
+    assert again.encode(text) == smollm_tokenizer.encode(text)
+    for kind in ("bos", "eos", "pad", "unk"):
+        assert getattr(again, f"{kind}_token") == getattr(smollm_tokenizer, f"{kind}_token") is not None
+    assert again.chat_template == smollm_tokenizer.chat_template
+
+
+def test_a_word_tokenizer_cannot_be_written_as_gguf_and_says_so():
+    from lucidlm.tokenizer import unit_tokenizer
+    from lucidlm.tokenizer.files import gguf_tokenizer_metadata
+
+    with pytest.raises(lucidlm.LucidError, match="byte-level BPE"):
+        gguf_tokenizer_metadata(unit_tokenizer("char", "abc"))

@@ -36,8 +36,18 @@ CONVERTED = {"Q4_K": "int4", "Q3_K": "int4", "Q2_K": "int4", "Q5_0": "int8", "Q5
 BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 
 
+def form_of(kind: str) -> str:
+    """The in-memory form a GGML type's matrix is held in."""
+    return NATIVE.get(kind) or CONVERTED[kind]
+
+
 def has_kernel(name: str) -> bool:
     return hasattr(torch.ops.aten, name)
+
+
+# Asked once: this torch build's CPU kernels (old builds lack them; the plain path then serves)
+INT4_KERNEL = has_kernel("_weight_int4pack_mm_for_cpu")
+INT8_KERNEL = has_kernel("_weight_int8pack_mm")
 
 
 def _halves(raw: torch.Tensor, start: int) -> torch.Tensor:
@@ -86,15 +96,10 @@ class QuantizedMatrix(nn.Module):
         self.shape = tuple(shape)
         self.source_type = source_type  # the file's type, shown by repr
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.dequantize()
-
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+    kernel_available = False
 
     def uses_kernel(self, x: torch.Tensor) -> bool:
-        return x.device.type == "cpu" and x.shape[0] <= KERNEL_MAX_ROWS and self.kernel_available()
+        return self.kernel_available and x.shape[0] <= KERNEL_MAX_ROWS and x.device.type == "cpu"
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """(..., K) -> (..., N), in x's dtype."""
@@ -134,32 +139,31 @@ class Int4Groups(QuantizedMatrix):
         self.register_buffer("scale_zero", torch.stack((scale, zero), dim=2).transpose(0, 1)
                              .contiguous().to(KERNEL_DTYPE))
 
-    @staticmethod
-    def kernel_available() -> bool:
-        return has_kernel("_weight_int4pack_mm_for_cpu")
+    kernel_available = INT4_KERNEL
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, GROUP, self.scale_zero.to(KERNEL_DTYPE))
         return out[:, :self.shape[0]]
 
-    def _scaled(self, codes: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """codes (n, K) of rows lo..hi of the padded matrix -> their weights in float32."""
-        groups = self.scale_zero[:, lo:hi].float()  # (K/32, n, 2)
+    def _weights(self, codes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """codes (n, K) and their rows' groups (K/32, n, 2) -> (q - 8) s + z, float32 (n, K)."""
+        groups = groups.float()
         scale, zero = groups[..., 0].t(), groups[..., 1].t()  # (n, K/32)
-        w = (codes.float() - 8).view(hi - lo, -1, GROUP) * scale[:, :, None] + zero[:, :, None]
-        return w.view(hi - lo, self.shape[1])
+        w = (codes.float() - 8).view(len(codes), -1, GROUP) * scale[:, :, None] + zero[:, :, None]
+        return w.view(len(codes), self.shape[1])
 
     def dequantize(self) -> torch.Tensor:
-        return self._scaled(unpack_int4(self.packed), 0, self.packed.shape[0])[:self.shape[0]]
+        return self._weights(unpack_int4(self.packed), self.scale_zero)[:self.shape[0]]
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Only the packs that hold the asked rows are unpacked: a lookup reads 64 rows per id."""
-        codes = unpack_int4(self.packed.view(-1, INT4_ROWS_PER_PACK, self.packed.shape[1])[ids // INT4_ROWS_PER_PACK]
-                            .view(-1, self.packed.shape[1]))  # (n * 64, K)
-        codes = codes.view(-1, INT4_ROWS_PER_PACK, self.shape[1])[torch.arange(len(ids)), ids % INT4_ROWS_PER_PACK]
-        groups = self.scale_zero.float()[:, ids]  # (K/32, n, 2)
-        w = (codes.float() - 8).view(len(ids), -1, GROUP) * groups[..., 0].t()[:, :, None] + groups[..., 1].t()[:, :, None]
-        return w.view(len(ids), self.shape[1])
+        """Only the asked rows' bytes are read: row j of a pack is a nibble of column j % 32 (see
+        unpack_int4), the low one for j < 32."""
+        k = self.shape[1]
+        packs = self.packed.view(-1, k, INT4_ROWS_PER_PACK // 2)  # (N/64, K, 32)
+        within = ids % INT4_ROWS_PER_PACK
+        data = packs[ids // INT4_ROWS_PER_PACK, :, within % (INT4_ROWS_PER_PACK // 2)]  # (n, K)
+        codes = torch.where((within >= INT4_ROWS_PER_PACK // 2)[:, None], data >> 4, data & 15)
+        return self._weights(codes, self.scale_zero[:, ids])
 
 
 PACK_ROWS = 4096  # rows converted at a time: the converter wants int32 codes, 8x the packed bytes
@@ -199,9 +203,7 @@ class Int8Rows(QuantizedMatrix):
         self.register_buffer("codes", codes.to(torch.int8).contiguous())  # (N, K)
         self.register_buffer("scale", scale.to(KERNEL_DTYPE).contiguous())  # (N,)
 
-    @staticmethod
-    def kernel_available() -> bool:
-        return has_kernel("_weight_int8pack_mm")
+    kernel_available = INT8_KERNEL
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.codes, self.scale.to(KERNEL_DTYPE))
@@ -227,10 +229,7 @@ class Int8Groups(QuantizedMatrix):
         self.high = Int4Groups((codes >> 4) + 8, 16 * d, torch.zeros_like(d), source_type)
         self.low = Int4Groups(codes & 15, d, 8 * d, source_type)
 
-    def nbytes(self) -> int:
-        return self.high.nbytes() + self.low.nbytes()
-
-    kernel_available = staticmethod(Int4Groups.kernel_available)
+    kernel_available = INT4_KERNEL
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         return self.high.kernel(x).float() + self.low.kernel(x).float()  # summed outside bfloat16

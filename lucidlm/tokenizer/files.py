@@ -317,7 +317,7 @@ def read_tiktoken(path: str | os.PathLike, pattern: str = "gpt2", special_tokens
 
 # --- GGUF metadata ---------------------------------------------------------------------------------
 
-TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
+TOKEN_TYPE_NORMAL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 1, 3, 4
 
 
 def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | None = None,
@@ -365,6 +365,29 @@ def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | 
                     pad_token=token("padding"), unk_token=token("unknown"),
                     add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
                     chat_template=meta.get("tokenizer.chat_template"))
+
+
+def gguf_tokenizer_metadata(tok) -> dict[str, Any]:
+    """The inverse of gguf_tokenizer_data: a byte-level BPE as llama.cpp's tokenizer.* metadata keys."""
+    if getattr(tok, "kind", "") != "bpe":
+        raise FormatError(f"GGUF files hold byte-level BPE tokenizers; this one is {getattr(tok, 'kind', 'another kind')}")
+    tokens, types = [], []
+    for i, token in enumerate(tok.vocab):
+        special = tok.is_special(i)
+        tokens.append(token.decode("utf-8") if special else bytes_to_text(token))
+        types.append(TOKEN_TYPE_CONTROL if special else TOKEN_TYPE_NORMAL)
+    meta: dict[str, Any] = {
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": tok.pre_tokenizer.name or "default",
+        "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.merges": [f"{bytes_to_text(tok.vocab[a])} {bytes_to_text(tok.vocab[b])}" for a, b in tok.merges],
+        "tokenizer.ggml.add_bos_token": bool(tok.add_bos_token)}
+    for key, text in (("bos", tok.bos_token), ("eos", tok.eos_token), ("padding", tok.pad_token),
+                      ("unknown", tok.unk_token)):
+        if tok.token_id(text) is not None:
+            meta[f"tokenizer.ggml.{key}_token_id"] = tok.token_id(text)
+    if tok.chat_template:
+        meta["tokenizer.chat_template"] = tok.chat_template
+    return meta
 
 
 # kind (from locate) -> reader(path, **options) -> our dict, or None for a model without a tokenizer

@@ -7,11 +7,13 @@ context length, tokenizer kind and whether a chat template is present.
 from __future__ import annotations
 
 import argparse
+import math
+from collections import Counter
 from pathlib import Path
 
 from ..config import Config
 from ..default_model import default_model_path
-from ..model.quant import CONVERTED, NATIVE, form_bytes
+from ..model.quant import NATIVE, form_bytes, form_of
 from ..tokenizer import UnitTokenizer
 from .row_blocks import QUANTIZABLE
 from .sources import GGUFSource, open_source
@@ -53,12 +55,10 @@ def in_memory(tensors) -> tuple[list[tuple[str, str, str, str]], int, int]:
     and in float32. Quantized matrices keep (or convert to) a block form on the CPU."""
     rows, auto, dense = [], 0, 0
     for info in tensors:
-        numel = 1
-        for d in info.shape:
-            numel *= d
+        numel = math.prod(info.shape)
         dense += numel * 4
         if len(info.shape) == 2 and info.type_name in QUANTIZABLE:
-            form = NATIVE.get(info.type_name) or CONVERTED[info.type_name]
+            form = form_of(info.type_name)
             auto += form_bytes(form, info.shape)
             label = FORM_NAMES[form] + ("" if info.type_name in NATIVE else ", converted")
         else:
@@ -68,14 +68,9 @@ def in_memory(tensors) -> tuple[list[tuple[str, str, str, str]], int, int]:
     return rows, auto, dense
 
 
-def _memory_rows(source) -> list[tuple[str, str]]:
-    if not isinstance(source, GGUFSource):
-        return [("computes in", "float32 by default (--dtype bfloat16 to halve memory)")]
-    tensors, auto, dense = in_memory(source.gguf.tensors.values())
-    forms: dict[str, int] = {}
-    for _, _, kind, label in tensors:
-        key = f"{kind} as {label}" if label != "float32" else f"{kind} as float32"
-        forms[key] = forms.get(key, 0) + 1
+def _memory_rows(tensors, auto: int, dense: int) -> list[tuple[str, str]]:
+    """The "in memory" and "computes in" rows from in_memory's answer."""
+    forms = Counter(f"{kind} as {label}" for _, _, kind, label in tensors)
     return [("in memory", f"{auto / 2 ** 20:.1f} MiB with --dtype auto (the default): "
                           + ", ".join(f"{k} x{n}" for k, n in forms.items())
                           + f"; {dense / 2 ** 20:.1f} MiB with --dtype float32"),
@@ -86,8 +81,12 @@ def describe(path: str | Path | None, tensors: bool = False) -> list[tuple[str, 
     with open_source(path if path is not None else default_model_path()) as source:
         parameters = source.meta_model().num_parameters()
         config, about, tokenizer = source.config, source.describe(), source.tokenizer()
-        memory = _memory_rows(source)
-        listing = in_memory(source.gguf.tensors.values())[0] if tensors and isinstance(source, GGUFSource) else []
+        if isinstance(source, GGUFSource):
+            listing, auto, dense = in_memory(source.gguf.tensors.values())
+            memory = _memory_rows(listing, auto, dense)
+        else:
+            listing, memory = [], [("computes in", "float32 by default (--dtype bfloat16 to halve memory)")]
+    listing = listing if tensors else []
     return [
         ("path", str(source.path)),
         ("architecture", about["architecture"]),

@@ -19,7 +19,7 @@ import numpy as np
 from ..default_model import default_model_path
 from ..errors import LucidError
 from ..gguf_file import GGUFFile
-from ..tokenizer.byte_unicode import bytes_to_text
+from ..tokenizer.files import gguf_tokenizer_metadata
 from .checkpoint import model_state
 from .gguf_model import GGUF_ARCHITECTURES
 from .hf_config import hf_family
@@ -77,7 +77,7 @@ def _model_tensors(path: str | os.PathLike):
 
 
 def gguf_metadata(arch: str, config, tokenizer) -> dict:
-    """llama.cpp's metadata keys for a config and a byte-level BPE tokenizer."""
+    """llama.cpp's metadata keys for a config and its byte-level BPE tokenizer."""
     meta = {"general.architecture": arch, "general.name": "lucidlm",
             f"{arch}.context_length": config.context_length, f"{arch}.embedding_length": config.d_model,
             f"{arch}.block_count": config.n_layers, f"{arch}.feed_forward_length": config.d_ff,
@@ -94,26 +94,13 @@ def gguf_metadata(arch: str, config, tokenizer) -> dict:
         if config.rope_scaling == "linear":
             meta.update({f"{arch}.rope.scaling.type": "linear",
                          f"{arch}.rope.scaling.factor": float(config.rope_scaling_factor)})
-    if tokenizer is None:
-        return meta
-    if getattr(tokenizer, "kind", "") != "bpe":
-        raise LucidError("GGUF files hold byte-level BPE tokenizers; this model's tokenizer is "
-                         f"{getattr(tokenizer, 'kind', 'another kind')}")
-    tokens, types = [], []
-    for i, token in enumerate(tokenizer.vocab):
-        special = tokenizer.is_special(i)
-        tokens.append(token.decode("utf-8") if special else bytes_to_text(token))
-        types.append(3 if special else 1)  # llama.cpp's CONTROL and NORMAL
-    meta.update({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": tokenizer.pre_tokenizer.name or "default",
-                 "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
-                 "tokenizer.ggml.merges": [f"{bytes_to_text(tokenizer.vocab[a])} {bytes_to_text(tokenizer.vocab[b])}"
-                                           for a, b in tokenizer.merges]})
-    for key in ("bos", "eos", "pad"):
-        token_id = getattr(tokenizer, f"{key}_token_id", None)
-        if token_id is not None:
-            meta[f"tokenizer.ggml.{key}_token_id"] = token_id
-    if tokenizer.chat_template:
-        meta["tokenizer.chat_template"] = tokenizer.chat_template
+    if config.sliding_window is not None:
+        if config.sliding_window_layers is not None and len(config.sliding_window_layers) != config.n_layers:
+            raise LucidError("a sliding window on some layers only has no GGUF key that says which: "
+                             "this model cannot be written as GGUF")
+        meta[f"{arch}.attention.sliding_window"] = config.sliding_window
+    if tokenizer is not None:
+        meta.update(gguf_tokenizer_metadata(tokenizer))  # a tokenizer GGUF cannot hold is a one-line error
     return meta
 
 

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 
 from ..errors import FormatError
-from ..model.quant import BLOCK_BYTES, CONVERTED, NATIVE, QuantizedMatrix, dequantize_blocks, from_blocks, \
-    quantize_matrix
+from ..model.quant import BLOCK_BYTES, CONVERTED, NATIVE, QuantizedMatrix, dequantize_blocks, form_of, \
+    from_blocks, quantize_matrix
 
 QUANTIZABLE = tuple(NATIVE) + tuple(CONVERTED)
 
@@ -31,7 +31,7 @@ class RowBlocks:
 
     @staticmethod
     def of(data: torch.Tensor, kind: str, shape: tuple[int, int]) -> "RowBlocks":
-        return RowBlocks(data, kind, tuple(shape), NATIVE.get(kind) or CONVERTED[kind])
+        return RowBlocks(data, kind, tuple(shape), form_of(kind))
 
     @property
     def native(self) -> bool:
