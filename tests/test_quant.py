@@ -29,8 +29,9 @@ def run(capsys, *argv):
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (128, 576), (960, 32)])
-def test_unpack_inverts_the_kernels_own_packing(shape):
+def test_our_packing_is_the_kernels_own_and_unpacking_inverts_it(shape):
     codes = torch.randint(0, 16, shape, dtype=torch.int32)
+    assert torch.equal(pack_int4(codes), torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
     assert torch.equal(unpack_int4(pack_int4(codes)).int(), codes)
 
 

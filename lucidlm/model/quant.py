@@ -141,6 +141,15 @@ class Int4Groups(QuantizedMatrix):
 
     kernel_available = INT4_KERNEL
 
+    @staticmethod
+    def cat_rows(parts: list["Int4Groups"]) -> "Int4Groups":
+        """One matrix of the parts' rows; every part but the last holds whole 64-row packs."""
+        whole = parts[0]
+        whole.packed = torch.cat([p.packed for p in parts])
+        whole.scale_zero = torch.cat([p.scale_zero for p in parts], dim=1)
+        whole.shape = (sum(p.shape[0] for p in parts), whole.shape[1])
+        return whole
+
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, GROUP, self.scale_zero.to(KERNEL_DTYPE))
         return out[:, :self.shape[0]]
@@ -149,7 +158,8 @@ class Int4Groups(QuantizedMatrix):
         """codes (n, K) and their rows' groups (K/32, n, 2) -> (q - 8) s + z, float32 (n, K)."""
         groups = groups.float()
         scale, zero = groups[..., 0].t(), groups[..., 1].t()  # (n, K/32)
-        w = (codes.float() - 8).view(len(codes), -1, GROUP) * scale[:, :, None] + zero[:, :, None]
+        w = codes.float().view(len(codes), -1, GROUP)  # (n, K/32, 32); in place from here: one buffer
+        w.sub_(8).mul_(scale[:, :, None]).add_(zero[:, :, None])
         return w.view(len(codes), self.shape[1])
 
     def dequantize(self) -> torch.Tensor:
@@ -166,26 +176,23 @@ class Int4Groups(QuantizedMatrix):
         return self._weights(codes, self.scale_zero[:, ids])
 
 
-PACK_ROWS = 4096  # rows converted at a time: the converter wants int32 codes, 8x the packed bytes
+PACK_ROWS = 4096  # rows decoded from a file's blocks at a time (a multiple of the 64-row pack)
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
-    """(N, K) integer codes 0..15 -> the CPU int4 kernel's packed (N, K/2) uint8. The kernel's own
-    converter is used where it exists, so the layout is always the kernel's; a few packs at a time,
-    so a 49152-row embedding never exists as int32 (440 MB of peak memory for SmolLM2's)."""
-    if has_kernel("_convert_weight_to_int4pack_for_cpu"):
-        return torch.cat([torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes[i:i + PACK_ROWS].to(torch.int32), 1)
-                          for i in range(0, codes.shape[0], PACK_ROWS)])
-    codes = codes.to(torch.int32)
+    """(N, K) codes 0..15 (N a multiple of 64) -> the CPU int4 kernel's packed (N, K/2) uint8, in
+    one byte per code throughout: the kernel's own converter wants int32 codes, 4x the memory and
+    0.2 s of SmolLM2's load (tests/test_quant.py checks that both give the same bytes)."""
     n, k = codes.shape
-    groups = codes.view(n // INT4_ROWS_PER_PACK, 2, INT4_ROWS_PER_PACK // 2, k)  # (N/64, 2, 32, K)
-    return (groups[:, 0] | (groups[:, 1] << 4)).transpose(1, 2).reshape(n, k // 2).to(torch.uint8)
+    groups = codes.to(torch.uint8).view(n // INT4_ROWS_PER_PACK, 2, INT4_ROWS_PER_PACK // 2, k)  # (N/64, 2, 32, K)
+    packed = (groups[:, 0] | (groups[:, 1] << 4)).transpose(1, 2)  # (N/64, K, 32)
+    # subtle: for a single pack, reshape would return a transposed view, which the kernel refuses
+    return packed.contiguous().view(n, k // 2)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """The inverse of pack_int4: (N, K/2) uint8 -> (N, K) uint8 codes. subtle: the kernel packs 64 rows
-    together: byte (k, j) of a pack holds row j in its low nibble and row j + 32 in its high one
-    (tests/test_quant.py checks this against the kernel's converter)."""
+    together: byte (k, j) of a pack holds row j in its low nibble and row j + 32 in its high one."""
     n, half = packed.shape
     k = half * 2
     groups = packed.view(n // INT4_ROWS_PER_PACK, k, INT4_ROWS_PER_PACK // 2)  # (N/64, K, 32)
@@ -231,6 +238,14 @@ class Int8Groups(QuantizedMatrix):
 
     kernel_available = INT4_KERNEL
 
+    @staticmethod
+    def cat_rows(parts: list["Int8Groups"]) -> "Int8Groups":
+        whole = parts[0]
+        whole.high = Int4Groups.cat_rows([p.high for p in parts])
+        whole.low = Int4Groups.cat_rows([p.low for p in parts])
+        whole.shape = whole.high.shape
+        return whole
+
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         return self.high.kernel(x).float() + self.low.kernel(x).float()  # summed outside bfloat16
 
@@ -261,14 +276,20 @@ def int4_groups(w: torch.Tensor, source_type: str) -> Int4Groups:
 
 def from_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int]) -> QuantizedMatrix:
     """A file's GGML blocks (N, row bytes) uint8 -> the in-memory form, with the file's codes and its
-    scales (re-expressed with the kernel's zero, rounded to bfloat16 as the kernels take them)."""
-    if kind in ("Q4_0", "Q4_1"):
-        codes, d, m = decode_blocks(raw, kind)
-        return Int4Groups(codes.reshape(shape), d, m + 8 * d, kind)  # (q - 8) d + (m + 8d) = q d + m
+    scales (re-expressed with the kernel's zero, rounded to bfloat16 as the kernels take them).
+    PACK_ROWS rows at a time, so the decoded codes of a whole embedding never exist at once."""
+    if kind not in NATIVE:
+        raise ValueError(f"no in-memory form reads {kind} blocks directly")
+    parts = [_from_block_rows(raw[i:i + PACK_ROWS], kind, shape[1]) for i in range(0, shape[0], PACK_ROWS)]
+    return parts[0] if len(parts) == 1 else type(parts[0]).cat_rows(parts)
+
+
+def _from_block_rows(raw: torch.Tensor, kind: str, width: int) -> QuantizedMatrix:
+    codes, d, m = decode_blocks(raw, kind)
+    codes = codes.reshape(len(raw), width)
     if kind == "Q8_0":
-        codes, d, _ = decode_blocks(raw, kind)
-        return Int8Groups(codes.reshape(shape), d, kind)
-    raise ValueError(f"no in-memory form reads {kind} blocks directly")
+        return Int8Groups(codes, d, kind)
+    return Int4Groups(codes, d, m + 8 * d, kind)  # (q - 8) d + (m + 8d) = q d + m
 
 
 def form_bytes(form: str, shape: tuple[int, int]) -> int:

@@ -35,10 +35,22 @@ def bytes_to_text(data: bytes) -> str:
     return "".join(table[b] for b in data)
 
 
+@lru_cache(maxsize=None)
+def _latin1_table() -> dict[int, int | None]:
+    """For str.translate: each stand-in -> the character of its byte's Latin-1 code; the Latin-1
+    characters that stand for nothing (space, controls) -> deleted, so a length check finds them."""
+    table: dict[int, int | None] = {code: None for code in range(256)}
+    table.update({ord(c): b for c, b in char_to_byte().items()})
+    return table
+
+
 def text_to_bytes(text: str) -> bytes | None:
-    """'Ġhi' -> b' hi'; None if a character is not a byte stand-in."""
-    table = char_to_byte()
+    """'Ġhi' -> b' hi'; None if a character is not a byte stand-in. One translate and one encode
+    in C (a vocabulary is 49,000 of these; a loop per character took 0.2 s)."""
+    mapped = text.translate(_latin1_table())
+    if len(mapped) != len(text):
+        return None  # a Latin-1 character that stands for nothing was deleted
     try:
-        return bytes(table[c] for c in text)
-    except KeyError:
+        return mapped.encode("latin-1")
+    except UnicodeEncodeError:  # above U+00FF and no stand-in
         return None
