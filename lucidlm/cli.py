@@ -28,6 +28,8 @@ VERBS = {
     "train": ("lucidlm.train.command", "add_train_arguments", "train_main",
               "train a GPT from scratch or fine-tune one (checkpoints, resume, DDP)"),
     "data": (None, None, None, "data tools: `lucidlm data show`, `lucidlm data pairs`"),
+    "eval": (None, None, None, "evaluation: `lucidlm eval perplexity` (a text file), `lucidlm eval run` "
+                               "(in-context learning tasks: acc, acc_norm, exact match)"),
     "attention": ("lucidlm.look.commands", "add_attention_arguments", "attention_main",
                   "attention weights: a table per head, heatmaps (--png), the explorer page (--html)"),
     "next": ("lucidlm.look.commands", "add_next_arguments", "next_main",
@@ -52,6 +54,10 @@ SUBVERBS = {
                        "show training windows: inputs, shifted targets and masks side by side"),
     ("data", "pairs"): ("lucidlm.train.command", "add_pairs_arguments", "pairs_main",
                         "write a translation task: English number words and their French (source<TAB>target)"),
+    ("eval", "perplexity"): ("lucidlm.evaluate.command", "add_perplexity_arguments", "perplexity_main",
+                             "a text file's perplexity, nats per token and bits per byte, in rolling windows"),
+    ("eval", "run"): ("lucidlm.evaluate.command", "add_run_arguments", "run_main",
+                      "zero-, one- and few-shot accuracy on JSONL tasks; --show prints prompts with every choice's score"),
 }
 
 
