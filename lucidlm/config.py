@@ -23,6 +23,8 @@ ROPE_SCALINGS = ("none", "linear", "llama3")
 HEADS = ("lm", "mlm", "classify", "none")  # next-token logits; masked-LM logits (BERT); one label per text; none: the hidden states
 POOLINGS = ("none", "cls", "mean", "max")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")  # sin/cos in alternate channels (Vaswani), or sin | cos (Marian)
+# Our fused matrices and their parts, in the order the parts' output rows are stacked.
+FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up"), "cross_attn.kv": ("k", "v")}
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,17 @@ class Config:
         if self.sliding_window is None:
             return False
         return self.sliding_window_layers is None or layer in self.sliding_window_layers
+
+    def part_rows(self, module: str) -> dict[str, tuple[int, int]]:
+        """The output rows (start, stop) of each part of one of our fused matrices ("attn.qkv",
+        "mlp.up", "cross_attn.kv"), in the order FUSED_PARTS stacks them."""
+        sizes = {"q": self.n_heads * self.head_dim, "k": self.n_kv_heads * self.head_dim,
+                 "v": self.n_kv_heads * self.head_dim, "gate": self.d_ff, "up": self.d_ff}
+        rows, start = {}, 0
+        for part in FUSED_PARTS[module]:
+            rows[part] = (start, start + sizes[part])
+            start += sizes[part]
+        return rows
 
     @property
     def is_encoder_decoder(self) -> bool:

@@ -21,14 +21,17 @@ CHECKPOINT_FILE = "lucidlm.json"  # our model checkpoint (weights/checkpoint.py)
 RUN_FILE = "run.json"  # a training run folder (train/run_folder.py)
 TOKENIZER_FILE = "lucidlm-tokenizer.json"  # our tokenizer (tokenizer/files.py)
 HF_CONFIG_FILE = "config.json"
+ADAPTER_FILE = "adapter_config.json"  # LoRA adapters in PEFT's format (weights/adapters.py)
 HF_TOKENIZER_FILE = "tokenizer.json"
 
-MODEL_KINDS = ("gguf", "hf-folder", "checkpoint", "run")
+MODEL_KINDS = ("gguf", "hf-folder", "checkpoint", "run", "adapter")
 TOKENIZER_KINDS = ("ours", "tokenizer-json", "tiktoken", "vocab-txt")
 
 # A folder is the first of these whose marker file it holds (a run folder also holds our tokenizer;
-# an exported Hugging Face folder also holds ours).
-FOLDER_MARKERS = (("run", RUN_FILE), ("checkpoint", CHECKPOINT_FILE), ("hf-folder", HF_CONFIG_FILE))
+# an exported Hugging Face folder also holds ours; a LoRA run's checkpoint holds adapters and our
+# description).
+FOLDER_MARKERS = (("run", RUN_FILE), ("adapter", ADAPTER_FILE), ("checkpoint", CHECKPOINT_FILE),
+                  ("hf-folder", HF_CONFIG_FILE))
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,18 @@ def locate(path: str | os.PathLike) -> Location:
     if path.is_dir():
         return _locate_folder(path)
     return _locate_file(path)
+
+
+def adapter_base(folder: Path) -> str:
+    """The base model of a LoRA adapter folder, as its adapter_config.json names it: a path
+    (absolute, or relative to the working folder or to the adapter's folder) or a hub id."""
+    base = read_json(folder / ADAPTER_FILE).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise FormatError(f"{folder / ADAPTER_FILE}: base_model_name_or_path does not say which model the "
+                          f"adapter belongs to")
+    if not os.path.exists(base) and (folder / base).exists():
+        return str(folder / base)
+    return base
 
 
 def _locate_folder(folder: Path) -> Location:

@@ -23,7 +23,7 @@ import regex
 from ..errors import FormatError, reading
 from ..files import read_json, write_atomic
 from ..gguf_file import read_metadata
-from ..locate import TOKENIZER_FILE, Location, locate
+from ..locate import TOKENIZER_FILE, Location, adapter_base, locate
 from .byte_unicode import bytes_to_text, text_to_bytes
 from .our_format import BPE_FORMAT, FORMAT_VERSION, UNIT_FORMATS, WORDPIECE_FORMAT, bpe_data
 from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
@@ -46,6 +46,12 @@ def read_tokenizer_data(path: str | os.PathLike | Location, required: bool = Tru
         raise FormatError(f"{location.path}: has no tokenizer (looked for {OUR_FILE}, tokenizer.json, "
                           f"GGUF tokenizer metadata)")
     return data
+
+
+def _read_adapter_folder(folder: Path, **options: Any) -> dict[str, Any] | None:
+    """A LoRA adapter: its own tokenizer if it carries one, else its base model's (adapters never
+    change the vocabulary)."""
+    return _read_from_folder(folder) or read_tokenizer_data(adapter_base(folder), required=False, **options)
 
 
 def _read_from_folder(folder: Path, **options: Any) -> dict[str, Any] | None:
@@ -400,6 +406,7 @@ READERS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "hf-folder": _read_from_folder,
     "checkpoint": _read_from_folder,
     "run": _read_from_folder,
+    "adapter": _read_adapter_folder,
 }
 
 

@@ -240,6 +240,13 @@ class Tokenizer:
         self._build(self.merges)
         return added
 
+    def chat_chunks(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
+                    **kwargs: Any) -> list[tuple[str, bool]]:
+        """The rendered conversation as [(text, is_special_token)] chunks, in order."""
+        from .chat_template import render_chat  # jinja2 costs 80 ms to import: only when chatting
+
+        return render_chat(self, messages, add_generation_prompt, **kwargs)
+
     def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
                             tokenize: bool = True, **kwargs: Any):
         """Render a conversation with the model's own template (or ChatML when it has none).
@@ -247,9 +254,7 @@ class Tokenizer:
         tokenize=True returns ids: the template's special tokens become special ids, while special
         strings inside message contents stay plain text. tokenize=False returns the string.
         """
-        from .chat_template import render_chat  # jinja2 costs 80 ms to import: only when chatting
-
-        parts = render_chat(self, messages, add_generation_prompt, **kwargs)
+        parts = self.chat_chunks(messages, add_generation_prompt, **kwargs)
         if not tokenize:
             return "".join(text for text, _ in parts)
         ids: list[int] = []

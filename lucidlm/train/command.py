@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..default_model import default_model_path
 from ..errors import LucidError, reading
+from ..model.lora import lora_layers, merge_lora
+from ..weights import load, save
+from .conversations import PROMPT_FORMATS, Renderer, read_records
+from .instruction_set import KINDS, instruction_records, write_records
 from ..tokenizer import UNIT_TOKENIZERS, Tokenizer, unit_tokenizer
 from ..tokenizer.commands import visible_piece
 from .data import Split, Windows, read_corpus, tokenize_corpus
@@ -26,7 +31,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting_flags(parser)
 
 
-def train_main(args: argparse.Namespace) -> int:
+def train_main(args: argparse.Namespace, defaults: TrainSettings | None = None) -> int:
+    """defaults: the settings a verb starts from (finetune's), below the TOML file and the flags."""
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise LucidError("--resume continues a run in its own folder; leave out --out")
@@ -37,7 +43,7 @@ def train_main(args: argparse.Namespace) -> int:
         settings.out = args.resume
         trainer = Trainer(settings, None, resume=True)
     else:
-        settings, config, explicit_vocab = resolve(args)
+        settings, config, explicit_vocab = resolve(args, base=defaults)
         trainer = Trainer(settings, config, force=args.force, explicit_vocab=explicit_vocab)
     try:
         trainer.fit()
@@ -51,10 +57,71 @@ def train_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# Where `lucidlm finetune` starts: instruction tuning with a small learning rate for a few hundred
+# steps (LoRA's usual 2e-4; pass --learning-rate 2e-5 or so without --lora), no weight decay.
+# bfloat16 autocast on GPUs only: on an AVX512-BF16 CPU it ran LoRA steps of SmolLM2-135M at 0.63x
+# the float32 speed (bench/finetune.py), its 400 x 576 x 1536 matmuls 1.6x slower in bfloat16.
+FINETUNE_DEFAULTS = dict(objective="sft", max_iters=300, batch_size=8, learning_rate=2e-4, min_lr=2e-5,
+                         warmup_iters=20, weight_decay=0.0, eval_interval=50, eval_iters=10,
+                         checkpoint_interval=100, sample_tokens=48, val_fraction=0.1, autocast="gpu")
+
+
+def finetune_defaults() -> TrainSettings:
+    return TrainSettings.from_dict({**TrainSettings().to_dict(), **FINETUNE_DEFAULTS})
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Fine-tune a pretrained model on instructions or chats (JSONL: {\"messages\": [...]}, {\"instruction\", "
+        "\"input\", \"output\"} or {\"text\"}), the loss on the answers only. --lora trains low-rank adapters "
+        "(saved in PEFT's format) instead of all weights. Checkpoints, resume and Ctrl-C work as in "
+        "lucidlm train; --merge RUN folds a LoRA run's adapters into a plain model.")
+    parser.add_argument("--model", help="the pretrained model (default: SmolLM2-135M-Instruct); same as --init-from")
+    parser.add_argument("--config", help="TOML file of training settings")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder where it stopped")
+    parser.add_argument("--force", action="store_true", help="start over in an --out folder that holds another run")
+    parser.add_argument("--merge", metavar="RUN", help="write RUN's model with its adapters folded in to --out "
+                                                       "(default RUN/merged), then stop")
+    add_setting_flags(parser, finetune_defaults(), "fine-tuning settings")
+
+
+def finetune_main(args: argparse.Namespace) -> int:
+    if args.merge:
+        return merge_main(args)
+    if args.model is not None:
+        if args.init_from is not None and args.init_from != args.model:
+            raise LucidError("--model and --init-from name the same thing: give one")
+        args.init_from = args.model
+    if args.init_from is None and not args.resume:
+        args.init_from = str(default_model_path())
+    return train_main(args, finetune_defaults())
+
+
+def merge_main(args: argparse.Namespace) -> int:
+    run = Path(args.merge)
+    out = Path(args.out) if args.out else run / "merged"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise LucidError(f"{out} is not empty; pass --force to replace it")
+    model, tokenizer = load(run, dtype="float32")
+    layers = len(lora_layers(model))
+    if not layers:
+        raise LucidError(f"{run} has no LoRA adapters to merge (it is a whole model already)")
+    merge_lora(model)
+    save(model, tokenizer, out)
+    print(f"folded the adapters of {layers} layers into {model.source}'s weights: {out}\n"
+          f"chat with it: lucidlm chat --model {out}")
+    return 0
+
+
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, nargs="+", help="corpus file(s)")
-    parser.add_argument("--tokenizer", default="char", help="'char' (default), 'ascii', 'bytes', 'words' or a "
-                                                            "tokenizer folder/file")
+    parser.add_argument("--tokenizer", help="'char' (default), 'ascii', 'bytes', 'words' or a tokenizer folder/file "
+                                             "or model (with --chat: the default model's)")
+    parser.add_argument("--chat", action="store_true", help="the data is fine-tuning records (JSONL): show each "
+                                                            "rendered with its loss mask, token by token")
+    parser.add_argument("--prompt-format", default="auto", choices=PROMPT_FORMATS,
+                        help="--chat: instruction records as 'chat' (the template), 'alpaca', or 'auto'")
+    parser.add_argument("--train-on-prompt", action="store_true", help="--chat: learn the prompts' tokens too")
     parser.add_argument("--window", type=int, default=16, help="tokens per window (default 16)")
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: the window)")
     parser.add_argument("--count", type=int, default=3, help="windows to show (default 3)")
@@ -69,6 +136,9 @@ def show_main(args: argparse.Namespace) -> int:
     for path in paths:
         if not path.is_file():
             raise LucidError(f"{path}: no such file")
+    if args.chat:
+        return show_records(args, paths)
+    args.tokenizer = args.tokenizer or "char"
     if args.tokenizer in UNIT_TOKENIZERS:
         tokenizer = unit_tokenizer(args.tokenizer, "".join(read_corpus(paths, args.doc_separator)))
     else:
@@ -94,6 +164,61 @@ def show_main(args: argparse.Namespace) -> int:
             shown_out = visible_piece(tokenizer.token_bytes(int(targets[row, t]))) if real else "·pad·"
             print(f"  {t:>4}  {shown_in:<16.16} {shown_out:<16.16} {int(real)}")
     sys.stdout.flush()
+    return 0
+
+
+LEARNED_OPEN, LEARNED_CLOSE = "⟦", "⟧"  # around the learned text in the rendered view
+
+
+def show_records(args: argparse.Namespace, paths: list[Path]) -> int:
+    """Fine-tuning records as the model sees them: the rendered text with the learned (answer) parts
+    marked, then every token with its id and whether the loss counts it."""
+    tokenizer = Tokenizer.from_file(args.tokenizer or default_model_path())
+    renderer = Renderer(tokenizer, args.prompt_format, args.train_on_prompt)
+    records = [(path, record) for path in paths for record in read_records(path)]
+    show = records[args.start:args.start + args.count]
+    if not show:
+        raise LucidError(f"there are only {len(records)} records")
+    print(f"{len(records)} record(s); prompts rendered as {renderer.prompt_format}; "
+          f"the loss learns the tokens marked 1 (shown {LEARNED_OPEN}like this{LEARNED_CLOSE} in the text)")
+    for k, (path, record) in enumerate(show, args.start):
+        example = renderer.render(record, f"{path}, line {record['_line']}")
+        text, previous = [], False
+        for token, learned in zip(example.ids, example.learn):
+            if learned != previous:
+                text.append(LEARNED_OPEN if learned else LEARNED_CLOSE)
+                previous = learned
+            text.append(tokenizer.decode_bytes([token]).decode("utf-8", errors="replace"))
+        if previous:
+            text.append(LEARNED_CLOSE)
+        print(f"\nrecord {k} ({path}, line {record['_line']}): {len(example.ids)} tokens, "
+              f"{sum(example.learn[1:])} learned")
+        print("  " + "".join(text).replace("\n", "\n  "))
+        print(f"  {'t':>4}  {'id':>6}  {'token':<20} learn")
+        for t, (token, learned) in enumerate(zip(example.ids, example.learn)):
+            print(f"  {t:>4}  {token:>6}  {visible_piece(tokenizer.token_bytes(token)):<20.20} {int(learned)}")
+    sys.stdout.flush()
+    return 0
+
+
+def add_instructions_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="the training records (JSONL)")
+    parser.add_argument("--test-out", type=Path, required=True, help="the held-out records (JSONL): items no "
+                                                                     "training record uses")
+    parser.add_argument("--held-out", type=int, default=5, help="held-out questions per kind (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="which items are held out (default 0)")
+
+
+def instructions_main(args: argparse.Namespace) -> int:
+    if args.test_out.resolve() == args.out.resolve():
+        raise LucidError("--test-out must be another file than --out")
+    if not 1 <= args.held_out <= 20:
+        raise LucidError("--held-out must be between 1 and 20 (some kinds have 25 items)")
+    train, held = instruction_records(args.held_out, args.seed)
+    write_records(args.out, train)
+    write_records(args.test_out, held)
+    print(f"wrote {len(train)} training records to {args.out} and {len(held)} held-out ones to {args.test_out} "
+          f"({len(KINDS)} kinds: {', '.join(KINDS)}), e.g. {train[0]['instruction']!r} → {train[0]['output']!r}")
     return 0
 
 

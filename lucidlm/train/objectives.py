@@ -6,6 +6,7 @@ batch into a loss, so the trainer's loop is the same for every kind of model.
   tokens are chosen; 80% of those become [MASK], 10% a random token and 10% stay as they are, so
   the model cannot learn that only [MASK] needs predicting. The loss is on the chosen tokens only.
 - SequenceToSequence (translation.py): write a target given a source, with an encoder-decoder.
+- InstructionTuning (instruction_tuning.py): answer instructions and chats, the loss on the answers only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import LucidError
 from ..generation import generate, make_sampler
 from ..tokenizer import UnitTokenizer
 from .data import Split, Windows
+from .instruction_tuning import InstructionTuning
 from .loss import IGNORE, masked_loss
 from .translation import SequenceToSequence
 
@@ -34,6 +36,7 @@ class NextToken:
     separator: str | None = None
     encode_document = None  # or a function: document text -> ids
     records = False  # True: each document is one example (no windows)
+    own_data = False  # True: the objective reads its files itself (datasets()), no token shards
 
     def __init__(self, tokenizer, settings) -> None:
         self.tokenizer, self.settings = tokenizer, settings
@@ -81,7 +84,8 @@ class MaskedLM:
     """BERT's objective over windows wrapped as [CLS] tokens [SEP] (when the tokenizer has them)."""
 
     name = "mlm"
-    separator, encode_document, records = NextToken.separator, NextToken.encode_document, NextToken.records
+    separator, encode_document, records, own_data = (NextToken.separator, NextToken.encode_document,
+                                                     NextToken.records, NextToken.own_data)
 
     def __init__(self, tokenizer, settings) -> None:
         self.tokenizer, self.settings = tokenizer, settings
@@ -237,7 +241,7 @@ class MaskedWindows:
         return {"input_ids": inputs[keep], "attention_mask": real[keep].long(), "labels": labels[keep], "share": share}
 
 
-OBJECTIVES = {"next-token": NextToken, "mlm": MaskedLM, "seq2seq": SequenceToSequence}
+OBJECTIVES = {"next-token": NextToken, "mlm": MaskedLM, "seq2seq": SequenceToSequence, "sft": InstructionTuning}
 
 
 def make_objective(name: str, tokenizer, settings):

@@ -19,7 +19,8 @@ from ..errors import ConfigError, LucidError, check_known_fields
 from ..flags import add_flags, given, setting, type_problems
 from ..options import MAX_THREADS
 
-OBJECTIVES = ("next-token", "mlm", "seq2seq")
+OBJECTIVES = ("next-token", "mlm", "seq2seq", "sft")
+LORA_ROLES = ("q", "k", "v", "o", "gate", "up", "down")  # model/lora.py ROLES
 
 
 @dataclass
@@ -33,10 +34,21 @@ class TrainSettings:
     init_from: str | None = setting(None, "a pretrained model to fine-tune (all weights)")
     objective: str = setting("next-token", "what the model learns: 'next-token' (GPT), 'mlm' (BERT's masked "
                                            "tokens, for a bidirectional model) or 'seq2seq' (an encoder-decoder "
-                                           "learns each line's target from its source: source<TAB>target)")
+                                           "learns each line's target from its source: source<TAB>target) or "
+                                           "'sft' (instruction tuning on JSONL records, lucidlm finetune)")
     mask_probability: float = setting(0.15, "mlm: the share of tokens chosen for prediction (of those, 8 in 10 "
                                             "become [MASK], 1 a random token, 1 stays)")
     whole_word_mask: bool = setting(False, "mlm: choose whole words (all their ## pieces), not single pieces")
+    prompt_format: str = setting("auto", "sft: how instruction records are shown to the model: 'chat' (its chat "
+                                         "template), 'alpaca', or 'auto' (chat when the tokenizer has a template)")
+    train_on_prompt: bool = setting(False, "sft: learn the prompts' tokens too, not only the answers'")
+    lora: bool = setting(False, "train low-rank adapters (LoRA) beside the frozen --init-from weights instead of "
+                                "all weights")
+    rank: int = setting(8, "LoRA: the adapters' rank r")
+    lora_alpha: float = setting(16.0, "LoRA: the adapters' output is scaled by alpha / r")
+    lora_dropout: float = setting(0.0, "LoRA: dropout on the adapters' input")
+    lora_targets: list[str] = setting(["q", "v"], "LoRA: which matrices of each block get adapters, among "
+                                                  + ", ".join(LORA_ROLES), metavar="ROLE")
     max_iters: int = setting(2000, "optimizer steps")
     batch_size: int = setting(12, "windows per micro-batch, per process")
     window: int | None = setting(None, "tokens per training window; unset: the model's context length")
@@ -61,7 +73,8 @@ class TrainSettings:
     keep_last: int = setting(3, "checkpoints kept besides the best")
     seed: int = setting(1337, "seed for the weights, batches, dropout and samples")
     device: str = setting("auto", "auto, cpu, cuda or mps")
-    autocast: str = setting("auto", "'auto': bfloat16 where the device computes in it natively, 'bf16', 'off'")
+    autocast: str = setting("auto", "'auto': bfloat16 where the device computes in it natively, 'gpu': only on a "
+                                    "GPU, 'bf16', 'off'")
     dropout: float | None = setting(None, "override the model's dropout")
     sample_tokens: int = setting(200, "tokens of text sampled at each evaluation; 0: none")
     sample_temperature: float = setting(0.8, "temperature of those samples")
@@ -93,8 +106,15 @@ class TrainSettings:
         need(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         need(self.sampling in ("random", "ordered"), "sampling", "must be random or ordered")
         need(self.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
+        need(self.prompt_format in ("auto", "chat", "alpaca"), "prompt_format", "must be auto, chat or alpaca")
+        need(not self.lora or self.init_from is not None, "lora", "adapters go on a pretrained model: give --init-from")
+        need(self.rank >= 1, "rank", "must be at least 1")
+        need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
+        need(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        need(bool(self.lora_targets) and all(t in LORA_ROLES for t in self.lora_targets), "lora_targets",
+             f"must name some of {', '.join(LORA_ROLES)}")
         need(0 < self.mask_probability < 1, "mask_probability", "must be in (0, 1)")
-        need(self.autocast in ("auto", "bf16", "off"), "autocast", "must be auto, bf16 or off")
+        need(self.autocast in ("auto", "gpu", "bf16", "off"), "autocast", "must be auto, gpu, bf16 or off")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "betas must be in [0, 1)")
         need(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay", "decay and clipping must be >= 0")
         need(self.dropout is None or 0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
@@ -140,9 +160,11 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainSettings field; every default is None so we can tell what was given."""
-    add_flags(parser, TrainSettings, TrainSettings(), "training settings (defaults: the preset's, else nanoGPT-like)")
+def add_setting_flags(parser: argparse.ArgumentParser, defaults: TrainSettings | None = None,
+                      title: str = "training settings (defaults: the preset's, else nanoGPT-like)") -> None:
+    """One flag per TrainSettings field; every default is None so we can tell what was given.
+    defaults: the values the help shows (a verb's own starting point)."""
+    add_flags(parser, TrainSettings, defaults or TrainSettings(), title)
 
 
 def read_toml(path: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ..config import Config
 from ..errors import LucidError, reading
 from ..locate import TOKENIZER_FILE
 from ..model import Transformer
+from ..model.lora import LoRASettings, add_lora
 from ..options import resolve_device
 from ..tokenizer import UNIT_TOKENIZERS, Tokenizer, WordPieceTokenizer, unit_tokenizer
 from ..weights import load
@@ -51,12 +52,12 @@ def deterministic_algorithms(on: bool):
 def autocast_context(device: torch.device, mode: str):
     """A context-manager factory: bfloat16 autocast where the hardware computes in bfloat16
     natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX, where matmuls run 2-2.5x
-    faster, measured), or when mode is "bf16"; otherwise no autocast."""
+    faster, measured), or when mode is "bf16"; mode "gpu": only on such a GPU; otherwise no autocast."""
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
     else:
-        supported = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if mode == "bf16" or (mode == "auto" and supported):
+        supported = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() and mode != "gpu"
+    if mode == "bf16" or (mode in ("auto", "gpu") and supported):
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
@@ -169,7 +170,14 @@ class Trainer:
                                  f"embeddings for {model.config.vocab_size}: the vocabulary does not fit the model")
             if s.dropout is not None:
                 model.set_dropout(s.dropout)
-            return model.float().train()
+            model = model.float()
+            if s.lora:
+                settings = LoRASettings(s.rank, s.lora_alpha, s.lora_dropout, tuple(s.lora_targets))
+                trainable = add_lora(model, settings)
+                total = sum(p.numel() for p in model.parameters())
+                self._say(f"LoRA: rank {s.rank}, alpha {s.lora_alpha:g} on {', '.join(s.lora_targets)}: "
+                          f"{trainable:,} trainable parameters ({trainable / total:.2%} of {total:,})")
+            return model.train()
         if config is None:
             raise LucidError("no model to train: give --preset, a [model] table in --config, or --init-from")
         vocab = self.tokenizer.vocab_size
@@ -187,6 +195,14 @@ class Trainer:
 
     def _data(self) -> None:
         s = self.settings
+        if self.objective.own_data:  # records with their own loss masks (instruction tuning)
+            paths = check_data_paths(s)
+            self.train_windows, self.val_windows, said = self.objective.datasets(paths, self.window)
+            self._say(said)
+            self.batches = Batches(self.train_windows, s.batch_size, s.sampling, s.seed, self.world.rank,
+                                   self.world.size)
+            self.baseline = None
+            return
         folder = self.run.path / "data"
         if self.main:
             prepare(check_data_paths(s), self.tokenizer, folder, s.val_fraction, self.separator,
@@ -236,6 +252,7 @@ class Trainer:
             group["lr"] = lr
         self._seed_dropout()
         total = 0.0
+        self.step_tokens = 0
         for micro in range(s.grad_accum):
             batch = {name: t.to(self.device) for name, t in self.batches.next().items()}
             # Only the last micro-batch synchronises gradients across processes.
@@ -244,11 +261,12 @@ class Trainer:
                 loss = self.objective.loss(self.train_model, batch) / s.grad_accum
                 loss.backward()
             total += float(loss.detach())
-            self.tokens_seen += self.objective.tokens(batch) * self.world.size
+            self.step_tokens += self.objective.tokens(batch) * self.world.size
         if s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.tokens_seen += self.step_tokens
         self.lr = lr
         return float(distributed.average(torch.tensor(total), self.world))
 
@@ -331,9 +349,8 @@ class Trainer:
                 seconds = time.perf_counter() - tick
                 self.elapsed += seconds
                 self.step += 1
-                tokens = s.batch_size * self.window * s.grad_accum * self.world.size
                 record = {"step": self.step, "train_loss": loss, "lr": self.lr, "ms_per_iter": seconds * 1000,
-                          "tokens_per_s": tokens / seconds}
+                          "tokens_per_s": self.step_tokens / seconds}
                 evaluating = self.step % s.eval_interval == 0 or self.step == s.max_iters
                 if evaluating:
                     record.update(self.evaluate())

@@ -26,6 +26,7 @@ class SequenceToSequence:
     name = "seq2seq"
     separator = "\n"  # each line of the data is a pair
     records = True  # the data is pairs, not windows of a token stream
+    own_data = False
 
     def __init__(self, tokenizer, settings) -> None:
         self.tokenizer, self.settings = tokenizer, settings

@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..locate import CHECKPOINT_FILE
+from ..model.lora import lora_layers
+from .adapters import write_adapter
 
 FORMAT = "lucidlm.model"
 VERSION = 2
@@ -50,9 +52,15 @@ def model_state(model) -> dict[str, torch.Tensor]:
 
 
 def write_checkpoint(model, tokenizer, folder: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write into an existing (temporary) folder."""
-    save_file({k: v.cpu() for k, v in model_state(model).items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    """Write into an existing (temporary) folder. A model with LoRA adapters is written as its
+    adapters (PEFT's format) and the path of its base model, which loading opens again."""
+    if lora_layers(model):
+        base = model.source if not os.path.exists(model.source) else str(Path(model.source).resolve())
+        write_adapter(model, folder, base)
+        extra = {**(extra or {}), "adapter": True}
+    else:
+        save_file({k: v.cpu() for k, v in model_state(model).items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
     eos = sorted(tokenizer.eos_token_ids) if tokenizer is not None else []
     info = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "eos_token_ids": eos,
             **(extra or {})}

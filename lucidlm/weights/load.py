@@ -18,6 +18,7 @@ from ..errors import LucidError
 from ..gguf_file import return_freed_heap
 from ..model import Linear, LMHead, Transformer, make_linear
 from ..model.quant import QuantizedEmbedding, QuantizedLinear
+from .adapters import apply_adapter
 from .name_tables import NameTable, Row
 from .row_blocks import RowBlocks
 from .sources import Source, open_source
@@ -119,6 +120,10 @@ def load(path: str | os.PathLike | None = None, dtype: torch.dtype | str | None 
     with open_source(path if path is not None else default_model_path()) as source:
         model = build_model(source, dtype, device, quantized)
         tokenizer = source.tokenizer()
-    model.source = str(source.path)
+        adapter = source.path if source.kind == "adapter" else None
+        if adapter is not None:
+            apply_adapter(model, adapter)
+    model.source = str(source.base.path if adapter is not None else source.path)  # where the weights came from
+    model.adapter = str(adapter) if adapter is not None else None
     model.tokenizer = tokenizer  # for model.encode(texts), sentence-transformers' way
     return model, tokenizer

@@ -55,16 +55,6 @@ class NameTable:
         return any(re.fullmatch(p, source) for p in self.ignore)
 
 
-# Fused tensors of ours, in the order their parts are stacked (output features: rows, the first dimension).
-FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up"), "cross_attn.kv": ("k", "v")}
-
-
-def part_sizes(config) -> dict[str, int]:
-    """Rows of each part of a fused tensor, from the config."""
-    return {"q": config.n_heads * config.head_dim, "k": config.n_kv_heads * config.head_dim,
-            "v": config.n_kv_heads * config.head_dim, "gate": config.d_ff, "up": config.d_ff}
-
-
 CONV1D = ("transpose",)  # GPT-2's Conv1D keeps its matrices (in, out)
 
 

@@ -20,7 +20,7 @@ from ..config import Config
 from ..errors import FormatError, reading
 from ..files import read_json
 from ..gguf_file import GGUFFile
-from ..locate import CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, locate
+from ..locate import CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, adapter_base, locate
 from ..model import Transformer
 from ..model.quant import NATIVE
 from ..tokenizer import tokenizer_from_dict
@@ -233,6 +233,43 @@ class CheckpointSource(SafetensorsFolder):
         return {"architecture": "lucidlm checkpoint", "name": self.path.name, "stored as": "safetensors"}
 
 
+class AdapterSource(Source):
+    """LoRA adapters (PEFT's folder, or a LoRA run's checkpoint) over their base model. Everything
+    but the adapters is the base's; load() adds the adapters to the base it builds."""
+
+    kind = "adapter"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.base = open_source(adapter_base(path))
+        if isinstance(self.base, AdapterSource):
+            self.base.close()
+            raise FormatError(f"{path}: the adapter's base model is itself an adapter; merge that one first "
+                              f"(lucidlm finetune --merge)")
+        self.config, self.table = self.base.config, self.base.table
+
+    @property
+    def names(self) -> list[str]:
+        return self.base.names
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.base.read(name)
+
+    def read_quantized(self, name: str):
+        return self.base.read_quantized(name)
+
+    def tokenizer(self):
+        return self.base.tokenizer()  # adapters never change the vocabulary
+
+    def describe(self) -> dict[str, str]:
+        base = self.base.describe()
+        return {**base, "architecture": f"{base['architecture']} + LoRA adapters",
+                "name": f"{self.path.name} (adapters on {base['name']})"}
+
+    def close(self) -> None:
+        self.base.close()
+
+
 def checkpoints_on_disk(run_folder: Path) -> list[Path]:
     """A run's checkpoint folders that hold a model, oldest first."""
     folder = run_folder / "checkpoints"
@@ -256,7 +293,8 @@ SOURCES: dict[str, Any] = {
     "gguf": GGUFSource,
     "hf-folder": HFFolderSource,
     "checkpoint": CheckpointSource,
-    "run": lambda folder: CheckpointSource(latest_checkpoint(folder)),
+    "run": lambda folder: open_source(latest_checkpoint(folder)),  # a LoRA run's checkpoints are adapters
+    "adapter": AdapterSource,
 }
 
 

@@ -11,9 +11,9 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..config import Config
+from ..config import FUSED_PARTS, Config
 from ..errors import FormatError
-from .name_tables import FUSED_PARTS, NameTable, part_sizes
+from .name_tables import NameTable
 from .row_blocks import RowBlocks
 
 ROW_TRANSFORMS = ("unpermute_q", "unpermute_k", "drop_2_rows")  # reorder or drop whole rows only
@@ -161,7 +161,6 @@ def _stack_rows(parts: list, dtype: torch.dtype):
 def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our state dict -> the table's source names (for export). Fused tensors are split back (by
     output rows), and layouts that always carry a bias get zeros where our model has none."""
-    sizes = part_sizes(config)
     out = {}
     for source, row in table.expand(config.n_layers, config.encoder_layers).items():
         tensor = state.get(row.target)
@@ -171,9 +170,8 @@ def to_source(table: NameTable, config: Config, state: dict[str, torch.Tensor]) 
                 out[source] = torch.zeros(weight.shape[0], dtype=weight.dtype)
             continue  # an optional tensor (a bias we do not have, a tied head)
         if row.part is not None:
-            order = FUSED_PARTS[_fused_key(row.target)]
-            start = sum(sizes[p] for p in order[: order.index(row.part)])
-            tensor = tensor[start:start + sizes[row.part]]
+            start, stop = config.part_rows(_fused_key(row.target))[row.part]
+            tensor = tensor[start:stop]
         out[source] = _transform(tensor, row.transform, config, inverse=True).contiguous()
     return out
 
