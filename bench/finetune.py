@@ -70,7 +70,8 @@ def update(model, optimizer, loss: torch.Tensor) -> float:
 def lucidlm_step(model, optimizer):
     def step(batch):
         learn = batch["learn"][:, 1:]
-        logits = model(batch["ids"][:, :-1], attention_mask=batch["mask"][:, :-1], logits_for=learn)  # (N, V)
+        # as InstructionTuning.loss: right padding needs no mask under the causal one
+        logits = model(batch["ids"][:, :-1], logits_for=learn)  # (N, V)
         return update(model, optimizer, F.cross_entropy(logits.float(), batch["ids"][:, 1:][learn]))
     return step
 

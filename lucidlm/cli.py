@@ -27,7 +27,7 @@ VERBS = {
     "tokenizer": (None, None, None, "tokenizer tools: `lucidlm tokenizer train`"),
     "train": ("lucidlm.train.command", "add_train_arguments", "train_main",
               "train a GPT from scratch or fine-tune one (checkpoints, resume, DDP)"),
-    "finetune": ("lucidlm.train.command", "add_finetune_arguments", "finetune_main",
+    "finetune": ("lucidlm.train.finetune_command", "add_finetune_arguments", "finetune_main",
                  "fine-tune a pretrained model on instructions or chats, all weights or LoRA adapters (--lora)"),
     "data": (None, None, None, "data tools: `lucidlm data show`, `lucidlm data pairs`, `lucidlm data instructions`"),
     "eval": (None, None, None, "evaluation: `lucidlm eval perplexity` (a text file), `lucidlm eval run` "

@@ -423,3 +423,24 @@ def test_lm_eval_command_runs_the_lucidlm_backend(tiny, tmp_path):
     context_ids = tokenizer.encode(context)
     expected = score(model, context_ids, ids[len(context_ids):]).logprob
     assert float(first["resps"][0][0][0]) == pytest.approx(expected, rel=1e-5)  # the samples file holds strings
+
+
+def test_the_lm_eval_backend_rolls_and_generates_as_lucidlm_does(tiny):
+    """loglikelihood_rolling and generate_until, called as lm_eval calls them, against lucidlm's own
+    scoring and generation of the same tokens."""
+    from lm_eval.api.instance import Instance
+
+    from lucidlm.evaluate.lm_eval_backend import LucidLM
+    from lucidlm.generation import batch_generate
+
+    model, tokenizer, checkpoint, _ = tiny
+    backend = LucidLM(model=str(checkpoint))
+    text = "The opposite of hot is cold. What is the capital of France? Paris."
+    (rolled,) = backend.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
+    # a text shorter than the context is one window: every token after lm-eval's prefix token
+    assert rolled == pytest.approx(score(model, [backend.prefix_token_id], tokenizer.encode(text)).logprob, rel=1e-5)
+    prompt = "Question: What is the capital of France?"
+    (written,) = backend.generate_until([Instance("generate_until", {}, (prompt, {"until": ["\n"], "max_gen_toks": 12}),
+                                                  0)])
+    (expected,) = batch_generate(model, tokenizer, [tokenizer.encode(prompt)], max_tokens=12, stop=["\n"])
+    assert written == expected and "\n" not in written

@@ -49,7 +49,7 @@ def test_chat_masks_cover_every_assistant_turn_and_nothing_else(smollm_tokenizer
     example = renderer.render({"messages": CHAT}, "test")
     assert example.ids == smollm_tokenizer.apply_chat_template(CHAT)  # the same tokens as chatting renders
     assert learned_text(smollm_tokenizer, example) == ["Paris.<|im_end|>\n", "Rome.<|im_end|>\n"]
-    assert example.asked == "And of Italy?"
+    assert example.asked == "What is the capital of France?"  # the question of the first answer
     prompt = smollm_tokenizer.apply_chat_template(CHAT[:1], add_generation_prompt=True)
     assert example.prompt_ids == prompt  # what the model is asked, up to its first answer
 
@@ -67,16 +67,19 @@ def test_instruction_records_as_chat_alpaca_and_plain_text(smollm_tokenizer):
     assert "### Input:\n2 and 3\n\n### Response:\n" in tok.decode(prompt)
     text = Renderer(tok).render({"text": "plain words"}, "test")
     assert text.ids == tok.encode_ordinary("plain words") and all(text.learn)
-    everything = Renderer(tok, "chat", train_on_prompt=True).render(RECORDS[0], "test")
-    assert all(everything.learn)
+    everything = Renderer(tok, "chat", train_on_prompt=True).render({"messages": CHAT}, "test")
+    assert all(everything.learn) and everything.ids == tok.apply_chat_template(CHAT)
+    assert everything.prompt_ids == tok.apply_chat_template(CHAT[:1], add_generation_prompt=True)
+    assert text.prompt_ids == []  # plain text asks nothing
 
 
 def test_a_template_that_rewrites_earlier_turns_is_refused(smollm_tokenizer):
     tok = Tokenizer.from_dict(smollm_tokenizer.to_dict())
     # renders only the last message: the conversation does not grow turn by turn
     tok.chat_template = "{{ messages[-1]['content'] }}{% if add_generation_prompt %}>{% endif %}"
-    with pytest.raises(LucidError, match="growing text"):
+    with pytest.raises(LucidError, match="turn by turn as one growing text.*--train-on-prompt learns every token"):
         Renderer(tok, "chat").render({"messages": CHAT}, "chat.jsonl, line 1")
+    assert all(Renderer(tok, "chat", train_on_prompt=True).render({"messages": CHAT}, "chat.jsonl, line 1").learn)
 
 
 @pytest.mark.parametrize("line, message", [
@@ -85,6 +88,8 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(smollm_tokenizer):
     ('{"question": "?"}', "line 2: a record needs 'messages', 'instruction'"),
     ('{"instruction": "Do it.", "output": ""}', "line 2: 'output' must be a non-empty string"),
     ('{"messages": [{"role": "user", "content": "hi"}]}', "line 2: the conversation has no assistant turn"),
+    ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "hi"}]}',
+     "line 2: 'messages' must be a non-empty list of {'role': str, 'content': str}"),
 ])
 def test_bad_records_are_one_line_errors_with_their_line(tmp_path, capsys, line, message):
     data = tmp_path / "data.jsonl"
@@ -235,9 +240,27 @@ def test_a_gpt2_keeps_per_part_adapters_under_our_names(hf_models, tmp_path):
     randomize_adapters(model)
     (tmp_path / "adapter").mkdir()
     write_adapter(model, tmp_path / "adapter", str(hf_models["gpt2"][1]))
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert "base_model.model.blocks.0.attn.qkv.q.lora_A.weight" in f.keys()  # ours, not c_attn's
     reloaded, _ = load(tmp_path / "adapter", dtype="float32")
     with torch.no_grad():
         assert torch.equal(reloaded(IDS % 96), model(IDS % 96))
+
+
+def test_an_export_of_an_adapted_model_holds_the_fine_tuned_weights(tiny, tmp_path):
+    import transformers
+
+    from lucidlm.weights import export_hf
+
+    model, _ = load(tiny["qwen2"][1], dtype="float32")
+    add_lora(model, LoRASettings(rank=4, roles=ALL_ROLES))
+    randomize_adapters(model)
+    export_hf(model, None, tmp_path / "export")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS), theirs(IDS).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_bad_lora_settings_and_adapters_are_clear_errors(tiny, tmp_path):
@@ -248,6 +271,14 @@ def test_bad_lora_settings_and_adapters_are_clear_errors(tiny, tmp_path):
                                                               "use_dora": True,
                                                               "base_model_name_or_path": str(tiny["llama"][1])}))
     with pytest.raises(LucidError, match="use_dora"):
+        load(tmp_path, dtype="float32")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3",
+                                                              "base_model_name_or_path": str(tiny["llama"][1])}))
+    with pytest.raises(LucidError, match="of type IA3; lucidlm reads LoRA adapters only"):
+        load(tmp_path, dtype="float32")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                              "base_model_name_or_path": "/moved/away/model"}))
+    with pytest.raises(LucidError, match="adapter_config.json names the base model /moved/away/model, which cannot"):
         load(tmp_path, dtype="float32")
 
 
@@ -299,8 +330,9 @@ def test_finetune_lora_writes_peft_adapters_that_peft_loads(chat_model, tmp_path
 
 def test_finetune_resume_continues_exactly_and_merge_folds_the_adapters(chat_model, tmp_path, capsys):
     folder, data = chat_model
-    common = ["--model", str(folder), "--data", str(data), "--lora", "--lora-dropout", "0.1", "--batch-size", "4",
-              "--eval-interval", "2", "--checkpoint-interval", "2", "--learning-rate", "1e-2"]
+    common = ["--model", str(folder), "--data", str(data), "--lora", "--lora-dropout", "0.1", "--dropout", "0.1",
+              "--batch-size", "4",
+              "--eval-interval", "2", "--checkpoint-interval", "2", "--learning-rate", "1e-2", "--warmup-iters", "1"]
     assert finetune(*common, "--max-iters", "4", "--out", str(tmp_path / "straight")) == 0
     assert finetune(*common, "--max-iters", "2", "--out", str(tmp_path / "split")) == 0
     assert finetune("--resume", str(tmp_path / "split"), "--max-iters", "4") == 0
@@ -321,6 +353,33 @@ def test_finetune_resume_continues_exactly_and_merge_folds_the_adapters(chat_mod
     assert finetune("--merge", str(tmp_path / "straight"), "--out", str(tmp_path / "merged")) == 2  # not over it
     assert finetune("--merge", str(tmp_path / "merged"), "--out", str(tmp_path / "again")) == 2
     assert "has no LoRA adapters to merge" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lora", "--lora-targets", "qkv"], "lora_targets: must name some of q, k, v, o, gate, up, down"),
+    (["--lora", "--rank", "0"], "rank: must be at least 1"),
+    (["--model", "no/such/model/here"], "no/such/model/here"),
+    (["--resume", "RUN", "--model", "x"], "a resumed run keeps the base model it started from"),
+])
+def test_finetune_mistakes_are_one_line_errors(chat_model, tmp_path, capsys, argv, message):
+    folder, data = chat_model
+    model = [] if "--model" in argv else ["--model", str(folder)]
+    argv = [str(tmp_path) if a == "RUN" else a for a in argv]
+    assert finetune(*model, "--data", str(data), "--out", str(tmp_path / "run"), *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_plain_text_and_train_on_prompt_runs_sample_what_they_can(chat_model, tmp_path, capsys):
+    folder, data = chat_model
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": r["instruction"] + " " + r["output"]}) + "\n"
+                             for r in instruction_records()[0][:20]))
+    for records, extra in ((texts, []), (data, ["--train-on-prompt"])):
+        assert finetune("--model", str(folder), "--data", str(records), "--max-iters", "2", "--eval-interval", "2",
+                        "--batch-size", "4", "--lora", "--out", str(tmp_path / records.stem), *extra) == 0
+    err = capsys.readouterr().err
+    assert err.count("done: 2 steps") == 2 and err.count("sample: ") == 2  # the chat run's two evaluations
 
 
 def test_full_finetuning_without_lora_writes_a_whole_model(chat_model, tmp_path):
@@ -364,3 +423,13 @@ def test_adapters_on_the_quantized_default_model_add_what_they_add_in_float32(sm
     # measured: kernels 80, adapted 145, the adapters' effect 3865 (dropping them would miss by that)
     assert (dense_adapted - dense_base).norm() > 20 * kernels
     assert (quantized_adapted - dense_adapted).norm() <= 3 * kernels  # the kernels' error, in a model the adapters moved
+
+
+def test_right_padded_batches_give_the_same_logits_without_a_mask(tiny):
+    """InstructionTuning.loss leaves the attention mask out: padding on the right is after every real
+    token, so the causal mask alone keeps it out of their view."""
+    model, _ = load(tiny["llama"][1], dtype="float32")
+    ids = torch.tensor([[5, 17, 3, 44, 90, 12], [2, 9, 31, 0, 0, 0]])
+    mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        assert torch.equal(model(ids, attention_mask=mask)[mask.bool()], model(ids)[mask.bool()])

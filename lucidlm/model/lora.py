@@ -90,10 +90,10 @@ class LoRALinear(nn.Module):
         holding scale * B_p at its part's rows and column block, zeros elsewhere. Then scale * B_p A_p x
         placed at rows start:stop, summed over the parts P, is B (A x): two small products for a fused
         q|k|v instead of six and a concatenation of outputs."""
-        parts = list(self.parts.items())
-        a = torch.cat([self.lora_A[p] for p, _ in parts]) if len(parts) > 1 else self.lora_A[parts[0][0]]
-        b = torch.cat([F.pad(self.lora_B[p], (0, 0, start, self.out_features - stop)) for p, (start, stop) in parts],
-                      dim=1) if len(parts) > 1 or parts[0][1] != (0, self.out_features) else self.lora_B[parts[0][0]]
+        a = torch.cat(list(self.lora_A.values()))  # (P r, in), parts in row order
+        # each B_p (rows, r) padded with zero rows above and below to (out, r), side by side: (out, P r)
+        b = torch.cat([F.pad(self.lora_B[part], (0, 0, start, self.out_features - stop))
+                       for part, (start, stop) in self.parts.items()], dim=1)
         return a.to(dtype), (b * self.scale).to(dtype)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,13 +114,19 @@ class LoRALinear(nn.Module):
         return torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), b.t()).view(out.shape)
 
     @torch.no_grad()
-    def merged(self) -> nn.Module:
-        """The base layer with B A folded into its weight: W[part rows] += scale * B A."""
-        if isinstance(self.base, HoldsQuantized):
-            raise LucidError("adapters fold only into float weights: load the model with --dtype float32 to merge")
-        weight = self.base.weight  # a view of the stored parameter: writes reach it
+    def folded_weight(self) -> torch.Tensor:
+        """W with scale * B A added to each part's rows, (out, in): the merged matrix, as a new tensor."""
+        weight = self.base.weight.detach().clone()
         for part, (start, stop) in self.parts.items():
             weight[start:stop] += (self.lora_B[part] @ self.lora_A[part]).to(weight.dtype) * self.scale
+        return weight
+
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        """The base layer with B A folded into its weight."""
+        if isinstance(self.base, HoldsQuantized):
+            raise LucidError("adapters fold only into float weights: load the model with --dtype float32 to merge")
+        self.base.weight.copy_(self.folded_weight())  # a view of the stored parameter: the copy reaches it
         return self.base
 
     def extra_repr(self) -> str:
@@ -153,9 +159,10 @@ def add_lora(model, settings: LoRASettings) -> int:
     settings.check()
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise LucidError("this model already has adapters")
+    chosen = adapted_modules(model, settings.roles)  # first: a refusal leaves the model as it was
     for p in model.parameters():
         p.requires_grad_(False)
-    for path, parts in adapted_modules(model, settings.roles).items():
+    for path, parts in chosen.items():
         model.set_submodule(path, LoRALinear(model.get_submodule(path), parts, settings).train(model.training))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

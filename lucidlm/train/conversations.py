@@ -36,12 +36,12 @@ class Example:
     ids: list[int]
     learn: list[bool]
     asked: str = ""  # the question, for showing the model's answer beside it
+    answer_start: int = 0  # where the first answer starts (also under --train-on-prompt); 0: plain text
 
     @property
     def prompt_ids(self) -> list[int]:
-        """The tokens before the first learned one: what a model answers when asked this record."""
-        first = self.learn.index(True) if True in self.learn else len(self.ids)
-        return self.ids[:first]
+        """The tokens before the first answer: what a model answers when asked this record ([] for text)."""
+        return self.ids[:self.answer_start]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -112,13 +112,13 @@ class Renderer:
                 example = self.alpaca(record, where)
         elif "text" in record:
             ids = self.tokenizer.encode_ordinary(_text(record, "text", where))
+            if not ids:
+                raise LucidError(f"{where}: 'text' must be a non-empty string")
             example = Example(ids, [True] * len(ids))
         else:
             raise LucidError(f"{where}: a record needs 'messages', 'instruction' (with 'output') or 'text'")
         if self.train_on_prompt:
             example.learn = [True] * len(example.ids)
-        users = [m.get("content") for m in record.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
-        example.asked = record.get("instruction") or (users[-1] if users and isinstance(users[-1], str) else "")
         return example
 
     def alpaca(self, record: dict[str, Any], where: str) -> Example:
@@ -128,7 +128,8 @@ class Renderer:
         answer = tok.encode_ordinary(_text(record, "output", where))
         if tok.eos_token_id is not None:
             answer.append(tok.eos_token_id)  # the model learns to stop
-        return Example(prompt + answer, [False] * len(prompt) + [True] * len(answer))
+        return Example(prompt + answer, [False] * len(prompt) + [True] * len(answer), record["instruction"],
+                       len(prompt))
 
     def chat(self, messages: Any, where: str) -> Example:
         """The conversation's tokens; those of each assistant turn are learned. A turn's text is found
@@ -137,10 +138,20 @@ class Renderer:
         tok = self.tokenizer
         if not hasattr(tok, "chat_chunks"):
             raise LucidError(f"{where}: chat records need a tokenizer with a chat template (a BPE)")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            raise LucidError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
-        if not any(m.get("role") == "assistant" for m in messages):
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            raise LucidError(f"{where}: 'messages' must be a non-empty list of {{'role': str, 'content': str}} objects")
+        roles = [m["role"] for m in messages]
+        if "assistant" not in roles:
             raise LucidError(f"{where}: the conversation has no assistant turn to learn")
+        first = roles.index("assistant")
+        questions = [m["content"] for m in messages[:first] if m["role"] == "user"]
+        asked = questions[-1] if questions else ""
+        if self.train_on_prompt:  # every token learned: no need to find where the answers are
+            ids = tok.apply_chat_template(messages)
+            start = len(tok.apply_chat_template(messages[:first], add_generation_prompt=True)) if first else 0
+            return Example(ids, [True] * len(ids), asked, min(start, len(ids)))
 
         def rendered(upto: Sequence[dict], prompt: bool) -> str:
             return "".join(text for text, _ in tok.chat_chunks(list(upto), add_generation_prompt=prompt))
@@ -153,9 +164,9 @@ class Renderer:
                 continue
             before, after = rendered(messages[:k], True), rendered(messages[:k + 1], False)
             if not (after.startswith(before) and text.startswith(after)):
-                raise LucidError(f"{where}: this chat template does not render the conversation as a growing "
-                                 f"text, so the assistant's tokens cannot be told apart; use --prompt-format "
-                                 f"alpaca or --train-on-prompt")
+                raise LucidError(f"{where}: the chat template does not render this conversation turn by turn as "
+                                 f"one growing text (it rewrites earlier turns, or wants a user turn first), so "
+                                 f"the answers cannot be told apart; --train-on-prompt learns every token instead")
             spans.append((len(before), len(after)))
         cuts = sorted({at for span in spans for at in span})
         ids: list[int] = []
@@ -173,7 +184,7 @@ class Renderer:
                 ids.extend(piece)
                 learn.extend([inside] * len(piece))
             offset = end
-        return Example(ids, learn)
+        return Example(ids, learn, asked, learn.index(True) if True in learn else len(ids))
 
 
 def render_file(path: Path, renderer: Renderer, limit: int | None = None) -> tuple[list[Example], int, int]:
@@ -184,7 +195,8 @@ def render_file(path: Path, renderer: Renderer, limit: int | None = None) -> tup
     for record in read_records(path):
         example = renderer.render(record, f"{path}, line {record['_line']}")
         if limit is not None and len(example.ids) > limit + 1:
-            example = Example(example.ids[:limit + 1], example.learn[:limit + 1], example.asked)
+            example = Example(example.ids[:limit + 1], example.learn[:limit + 1], example.asked,
+                              min(example.answer_start, limit))
             cut += 1
         if not any(example.learn[1:]):  # the first token is never a target
             dropped += 1

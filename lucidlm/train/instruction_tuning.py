@@ -59,8 +59,10 @@ class InstructionTuning:
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         learn = batch["learn"]  # (B, T) bool
-        # Only learned positions go through the LM head: prompts are often most of the tokens.
-        logits = model(batch["inputs"], attention_mask=batch["attention_mask"], logits_for=learn)  # (N, V)
+        # Only learned positions go through the LM head: prompts are often most of the tokens. No
+        # attention mask: the padding is on the right, where the causal mask already keeps every
+        # real token from seeing it, so the fused causal kernel serves (the same logits, exactly).
+        logits = model(batch["inputs"], logits_for=learn)  # (N, V)
         return F.cross_entropy(logits.float(), batch["targets"][learn]) * batch["share"]
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -70,8 +72,11 @@ class InstructionTuning:
         return None
 
     def sample(self, model, data: "Examples") -> str:
-        """The model's greedy answer to the first example's prompt (held out when there are any)."""
-        example = data.examples[0]
+        """The model's greedy answer to the first question (held out when there are any); nothing
+        when the records are plain text."""
+        example = next((e for e in data.examples if e.prompt_ids), None)
+        if example is None:
+            return ""
         prompt = example.prompt_ids
         answer = generate(model, self.tokenizer, prompt, max_tokens=self.settings.sample_tokens,
                           sampler=make_sampler(temp=0.0))

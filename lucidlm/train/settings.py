@@ -17,10 +17,11 @@ from typing import Any
 from ..config import PRESETS, Config
 from ..errors import ConfigError, LucidError, check_known_fields
 from ..flags import add_flags, given, setting, type_problems
+from ..model.lora import ROLES
 from ..options import MAX_THREADS
+from .conversations import PROMPT_FORMATS
 
 OBJECTIVES = ("next-token", "mlm", "seq2seq", "sft")
-LORA_ROLES = ("q", "k", "v", "o", "gate", "up", "down")  # model/lora.py ROLES
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TrainSettings:
     lora_alpha: float = setting(16.0, "LoRA: the adapters' output is scaled by alpha / r")
     lora_dropout: float = setting(0.0, "LoRA: dropout on the adapters' input")
     lora_targets: list[str] = setting(["q", "v"], "LoRA: which matrices of each block get adapters, among "
-                                                  + ", ".join(LORA_ROLES), metavar="ROLE")
+                                                  + ", ".join(ROLES), metavar="ROLE")
     max_iters: int = setting(2000, "optimizer steps")
     batch_size: int = setting(12, "windows per micro-batch, per process")
     window: int | None = setting(None, "tokens per training window; unset: the model's context length")
@@ -106,13 +107,13 @@ class TrainSettings:
         need(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         need(self.sampling in ("random", "ordered"), "sampling", "must be random or ordered")
         need(self.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
-        need(self.prompt_format in ("auto", "chat", "alpaca"), "prompt_format", "must be auto, chat or alpaca")
+        need(self.prompt_format in PROMPT_FORMATS, "prompt_format", f"must be one of {', '.join(PROMPT_FORMATS)}")
         need(not self.lora or self.init_from is not None, "lora", "adapters go on a pretrained model: give --init-from")
         need(self.rank >= 1, "rank", "must be at least 1")
         need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
         need(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        need(bool(self.lora_targets) and all(t in LORA_ROLES for t in self.lora_targets), "lora_targets",
-             f"must name some of {', '.join(LORA_ROLES)}")
+        need(bool(self.lora_targets) and all(t in ROLES for t in self.lora_targets), "lora_targets",
+             f"must name some of {', '.join(ROLES)}")
         need(0 < self.mask_probability < 1, "mask_probability", "must be in (0, 1)")
         need(self.autocast in ("auto", "gpu", "bf16", "off"), "autocast", "must be auto, gpu, bf16 or off")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "betas must be in [0, 1)")

@@ -22,7 +22,7 @@ from ..config import Config
 from ..errors import LucidError, reading
 from ..locate import TOKENIZER_FILE
 from ..model import Transformer
-from ..model.lora import LoRASettings, add_lora
+from ..model.lora import LoRASettings, add_lora, lora_layers, merge_lora
 from ..options import resolve_device
 from ..tokenizer import UNIT_TOKENIZERS, Tokenizer, WordPieceTokenizer, unit_tokenizer
 from ..weights import load
@@ -155,6 +155,10 @@ class Trainer:
         s = self.settings
         if resume:
             model, _ = load(self.run.latest(), dtype="float32", device=self.device)
+            if s.dropout is not None and lora_layers(model):
+                # an adapter checkpoint is built from its base model's config, without the --dropout
+                # that set_dropout gave the run when it started (a whole checkpoint keeps its own)
+                model.set_dropout(s.dropout)
             return model.train()
         if s.init_from:
             model, own = load(s.init_from, dtype="float32", device=self.device)  # trainable: never quantized
@@ -171,6 +175,10 @@ class Trainer:
             if s.dropout is not None:
                 model.set_dropout(s.dropout)
             model = model.float()
+            if lora_layers(model) and not s.lora:  # all weights train: the adapters fold in first
+                merge_lora(model)
+                for p in model.parameters():
+                    p.requires_grad_(True)
             if s.lora:
                 settings = LoRASettings(s.rank, s.lora_alpha, s.lora_dropout, tuple(s.lora_targets))
                 trainable = add_lora(model, settings)

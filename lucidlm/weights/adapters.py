@@ -80,7 +80,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_FILE
     data = read_json(path)
     if data.get("peft_type", "LORA") != "LORA":
-        raise FormatError(f"{path}: a {data.get('peft_type')} adapter; lucidlm reads LoRA adapters only")
+        raise FormatError(f"{path}: the adapter is of type {data.get('peft_type')}; lucidlm reads LoRA adapters only")
     unsupported = [key for key in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
                                    "layers_to_transform", "layer_replication") if data.get(key)]
     if data.get("bias", "none") != "none":

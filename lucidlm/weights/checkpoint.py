@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import save_file
 
+from ..errors import LucidError
 from ..locate import CHECKPOINT_FILE
 from ..model.lora import lora_layers
 from .adapters import write_adapter
@@ -48,14 +49,27 @@ def atomic_folder(directory: str | os.PathLike) -> Iterator[Path]:
 
 
 def model_state(model) -> dict[str, torch.Tensor]:
-    return {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    """The model's tensors under our standard names. A model with LoRA adapters gives its weights
+    with the adapters folded in (the model itself is untouched), so an export or a quantized file
+    holds the fine-tuned model."""
+    state = {name: t.detach().contiguous() for name, t in model.state_dict().items() if ".lora_" not in name}
+    for path, layer in lora_layers(model).items():
+        del state[f"{path}.base.weight"]
+        state[f"{path}.weight"] = layer.folded_weight().contiguous()
+        if f"{path}.base.bias" in state:
+            state[f"{path}.bias"] = state.pop(f"{path}.base.bias")
+    return state
 
 
 def write_checkpoint(model, tokenizer, folder: Path, extra: dict[str, Any] | None = None) -> None:
     """Write into an existing (temporary) folder. A model with LoRA adapters is written as its
     adapters (PEFT's format) and the path of its base model, which loading opens again."""
     if lora_layers(model):
-        base = model.source if not os.path.exists(model.source) else str(Path(model.source).resolve())
+        source = getattr(model, "source", None)  # load() says where the weights came from
+        if source is None:
+            raise LucidError("this model's adapters are saved beside the path of their base model, and this "
+                             "model was not loaded from one: save it merged (merge_lora) instead")
+        base = source if not os.path.exists(source) else str(Path(source).resolve())
         write_adapter(model, folder, base)
         extra = {**(extra or {}), "adapter": True}
     else:

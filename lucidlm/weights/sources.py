@@ -20,7 +20,7 @@ from ..config import Config
 from ..errors import FormatError, reading
 from ..files import read_json
 from ..gguf_file import GGUFFile
-from ..locate import CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, adapter_base, locate
+from ..locate import ADAPTER_FILE, CHECKPOINT_FILE, HF_CONFIG_FILE, RUN_FILE, Location, adapter_base, locate
 from ..model import Transformer
 from ..model.quant import NATIVE
 from ..tokenizer import tokenizer_from_dict
@@ -241,7 +241,12 @@ class AdapterSource(Source):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.base = open_source(adapter_base(path))
+        base = adapter_base(path)
+        try:
+            self.base = open_source(base)
+        except FormatError as exc:
+            raise FormatError(f"{path / ADAPTER_FILE} names the base model {base}, which cannot be opened: {exc}"
+                              ) from None
         if isinstance(self.base, AdapterSource):
             self.base.close()
             raise FormatError(f"{path}: the adapter's base model is itself an adapter; merge that one first "
@@ -259,7 +264,16 @@ class AdapterSource(Source):
         return self.base.read_quantized(name)
 
     def tokenizer(self):
-        return self.base.tokenizer()  # adapters never change the vocabulary
+        """The folder's own tokenizer when it has one (a LoRA run saves the one it trained with, which
+        --tokenizer may have chosen), else the base model's; with the base's end tokens."""
+        base = self.base.tokenizer()
+        data = read_tokenizer_data(Location("checkpoint", self.path), required=False)  # the folder's own only
+        if data is None:
+            return base
+        with reading(self.path, "tokenizer"):
+            tokenizer = tokenizer_from_dict(data)
+        tokenizer.add_eos_token_ids(base.eos_token_ids if base is not None else [])
+        return tokenizer
 
     def describe(self) -> dict[str, str]:
         base = self.base.describe()
