@@ -222,6 +222,18 @@ def test_the_fused_adapter_path_equals_the_plain_one(tiny):
             assert layer.delta(x).abs().max() > 0.1  # the adapters do add something
 
 
+def test_generation_sees_adapters_that_change_between_calls(tiny):
+    model, _ = load(tiny["llama"][1], dtype="float32")
+    add_lora(model, LoRASettings(rank=2, roles=("q", "v")))
+    with torch.no_grad():
+        before = model(IDS)  # the layers keep their stacked adapters while no gradient is asked for
+        randomize_adapters(model)
+        after = model(IDS)
+        merge_lora(model)
+        torch.testing.assert_close(after, model(IDS), atol=1e-5, rtol=1e-5)
+    assert not torch.equal(before, after)
+
+
 def test_merged_adapters_equal_the_unmerged_model(tiny):
     model, _ = load(tiny["qwen2"][1], dtype="float32")
     add_lora(model, LoRASettings(rank=4, alpha=8, roles=ALL_ROLES))

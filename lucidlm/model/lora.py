@@ -61,6 +61,7 @@ class LoRALinear(nn.Module):
         self.parts = dict(sorted(parts.items(), key=lambda item: item[1][0]))
         self.settings = settings
         self.rank, self.scale = settings.rank, settings.scale
+        self._factors: tuple | None = None  # (versions of the adapters, (A, B)) while generating
         self.dropout = nn.Dropout(settings.dropout)
         held = [*base.parameters(), *base.buffers()]
         device = held[0].device if held else torch.device("cpu")  # a quantized layer lives on the CPU
@@ -89,12 +90,21 @@ class LoRALinear(nn.Module):
         """The adapters as one low-rank pair: A (P r, in), every part's A stacked, and B (out, P r),
         holding scale * B_p at its part's rows and column block, zeros elsewhere. Then scale * B_p A_p x
         placed at rows start:stop, summed over the parts P, is B (A x): two small products for a fused
-        q|k|v instead of six and a concatenation of outputs."""
-        a = torch.cat(list(self.lora_A.values()))  # (P r, in), parts in row order
-        # each B_p (rows, r) padded with zero rows above and below to (out, r), side by side: (out, P r)
-        b = torch.cat([F.pad(self.lora_B[part], (0, 0, start, self.out_features - stop))
-                       for part, (start, stop) in self.parts.items()], dim=1)
-        return a.to(dtype), (b * self.scale).to(dtype)
+        q|k|v instead of six and a concatenation of outputs.
+
+        Without gradients (generation) the pair is kept until an adapter changes (its version
+        counter moves), so decoding a token does not rebuild it in every layer."""
+        key = (dtype, *(p._version for p in self.lora_A.values()), *(p._version for p in self.lora_B.values()))
+        if torch.is_grad_enabled() or self._factors is None or self._factors[0] != key:
+            a = torch.cat(list(self.lora_A.values()))  # (P r, in), parts in row order
+            # each B_p (rows, r) padded with zero rows above and below to (out, r), side by side: (out, P r)
+            b = torch.cat([F.pad(self.lora_B[part], (0, 0, start, self.out_features - stop))
+                           for part, (start, stop) in self.parts.items()], dim=1)
+            pair = a.to(dtype), (b * self.scale).to(dtype)
+            if torch.is_grad_enabled():  # a training step's pair belongs to its own graph
+                return pair
+            self._factors = key, pair
+        return self._factors[1]
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """The plain path: the adapters' share of the output, (..., out), part by part, zero on rows
@@ -145,10 +155,8 @@ def adapted_modules(model, roles: tuple[str, ...]) -> dict[str, dict[str, tuple[
                 part = None  # a plain MLP's up is one matrix; it has no gate
                 if role == "gate":
                     raise LucidError("this model's MLP has no gate (it is not a gated MLP): drop 'gate' from the targets")
-            layer = model.get_submodule(f"blocks.{i}.{module}")
-            base = layer.base if isinstance(layer, LoRALinear) else layer
             rows = config.part_rows(module)[part] if module in FUSED_PARTS and part is not None \
-                else (0, base.out_features)
+                else (0, model.get_submodule(f"blocks.{i}.{module}").out_features)
             chosen.setdefault(f"blocks.{i}.{module}", {})[part or WHOLE] = rows
     return chosen
 

@@ -40,9 +40,9 @@ def hf_module_names(config) -> dict[tuple[str, str], str]:
     return names
 
 
-def adapter_tensors(model) -> tuple[dict[str, torch.Tensor], list[str], bool]:
-    """The adapters' tensors under PEFT's names, the target module names, and whether every name
-    is a Hugging Face one (peft can load the file)."""
+def adapter_tensors(model) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The adapters' tensors under PEFT's names (our own where a Hugging Face layout cannot name a
+    part apart), and the target module names."""
     names = hf_module_names(model.config)
     hf_layout = all((path, part) in names for path, layer in lora_layers(model).items() for part in layer.parts)
     tensors, targets = {}, set()
@@ -52,7 +52,7 @@ def adapter_tensors(model) -> tuple[dict[str, torch.Tensor], list[str], bool]:
             targets.add(module.rsplit(".", 1)[-1])
             tensors[f"{PREFIX}{module}.lora_A.weight"] = layer.lora_A[part].detach().float().cpu().contiguous()
             tensors[f"{PREFIX}{module}.lora_B.weight"] = layer.lora_B[part].detach().float().cpu().contiguous()
-    return tensors, sorted(targets), hf_layout
+    return tensors, sorted(targets)
 
 
 def write_adapter(model, folder: Path, base: str) -> None:
@@ -62,7 +62,7 @@ def write_adapter(model, folder: Path, base: str) -> None:
     if not layers:
         raise LucidError("this model has no adapters to save")
     settings: LoRASettings = next(iter(layers.values())).settings
-    tensors, targets, hf_layout = adapter_tensors(model)
+    tensors, targets = adapter_tensors(model)
     config = model.config
     task = "CAUSAL_LM" if config.causal and config.head == "lm" and not config.is_encoder_decoder else None
     description = {
@@ -98,8 +98,8 @@ def apply_adapter(model, folder: Path) -> None:
     adapters trainable, as after add_lora)."""
     data = read_adapter_config(folder)
     settings = LoRASettings(rank=data["r"], alpha=float(data["lora_alpha"]),
-                            dropout=float(data.get("lora_dropout") or 0.0), roles=("q",),
-                            rslora=bool(data.get("use_rslora")))
+                            dropout=float(data.get("lora_dropout") or 0.0), rslora=bool(data.get("use_rslora")))
+    # (its roles go unused: the file's tensors say which layers and parts are adapted)
     with reading(folder / ADAPTER_WEIGHTS, "adapter weights"):
         tensors = load_file(str(folder / ADAPTER_WEIGHTS))
     ours = {module: key for key, module in hf_module_names(model.config).items()}
