@@ -29,7 +29,10 @@ VERBS = {
               "train a GPT from scratch or fine-tune one (checkpoints, resume, DDP)"),
     "finetune": ("lucidlm.train.finetune_command", "add_finetune_arguments", "finetune_main",
                  "fine-tune a pretrained model on instructions or chats, all weights or LoRA adapters (--lora)"),
-    "data": (None, None, None, "data tools: `lucidlm data show`, `lucidlm data pairs`, `lucidlm data instructions`"),
+    "finetune-classifier": ("lucidlm.train.classifier_command", "add_classifier_arguments", "classifier_main",
+                            "turn a pretrained model into a text classifier (labelled JSONL), with baselines"),
+    "data": (None, None, None, "data tools: `lucidlm data show`, `lucidlm data pairs`, `lucidlm data instructions`, "
+                               "`lucidlm data speakers`"),
     "eval": (None, None, None, "evaluation: `lucidlm eval perplexity` (a text file), `lucidlm eval run` "
                                "(in-context learning tasks: acc, acc_norm, exact match)"),
     "attention": ("lucidlm.look.commands", "add_attention_arguments", "attention_main",
@@ -56,6 +59,8 @@ SUBVERBS = {
                        "show training windows: inputs, shifted targets and masks side by side"),
     ("data", "instructions"): ("lucidlm.train.command", "add_instructions_arguments", "instructions_main",
                                "write a small instruction set (six kinds of one-word answers), train and held out"),
+    ("data", "speakers"): ("lucidlm.train.classifier_command", "add_speakers_arguments", "speakers_main",
+                           "write a classification set: Shakespeare's speeches labelled by their speaker"),
     ("data", "pairs"): ("lucidlm.train.command", "add_pairs_arguments", "pairs_main",
                         "write a translation task: English number words and their French (source<TAB>target)"),
     ("eval", "perplexity"): ("lucidlm.evaluate.command", "add_perplexity_arguments", "perplexity_main",

@@ -19,9 +19,12 @@ NORM_KINDS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu")
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "relative", "none")
-ROPE_SCALINGS = ("none", "linear", "llama3")
+ROPE_SCALINGS = ("none", "linear", "llama3", "longrope")
 HEADS = ("lm", "mlm", "classify", "none")  # next-token logits; masked-LM logits (BERT); one label per text; none: the hidden states
 POOLINGS = ("none", "cls", "mean", "max")
+# Which token head "classify" reads: the first ([CLS], BERT), or the last real one (a decoder's, the
+# only token that has seen the whole text: GPT2ForSequenceClassification, the book's chapter 6).
+CLASSIFY_TOKENS = ("first", "last")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")  # sin/cos in alternate channels (Vaswani), or sin | cos (Marian)
 # Our fused matrices and their parts, in the order the parts' output rows are stacked.
 FUSED_PARTS = {"attn.qkv": ("q", "k", "v"), "mlp.up": ("gate", "up"), "cross_attn.kv": ("k", "v")}
@@ -65,6 +68,8 @@ class Config:
     head: str = "lm"  # what model(ids) returns: see HEADS
     pooler: bool = False  # BERT's pooler: dense + tanh on the first token (model.pool)
     n_labels: int = 2  # head "classify": how many classes
+    classify_token: str = "first"  # head "classify": which token it reads, see CLASSIFY_TOKENS
+    classifier_bias: bool = True  # head "classify": a bias per label (BERT's classifier; decoders' `score` has none)
     pooling: str = "none"  # how model.encode makes one vector per text: see POOLINGS
     normalize_pooled: bool = False  # L2-normalise those vectors
     encoder_layers: int = 0  # > 0: an encoder-decoder; the encoder has this many blocks, n_layers is the decoder's
@@ -74,6 +79,17 @@ class Config:
     head_bias: bool = False  # a bias per token on the LM head's logits (BART's final_logits_bias)
     dropout: float = 0.0  # on embeddings and residual branches, in training
     attention_dropout: float = 0.0  # on attention weights, in training
+    rope_dim: int | None = None  # channels of each head that rotate (partial rotary); None: all head_dim
+    rope_short_factors: tuple[float, ...] | None = None  # longrope: wavelength stretch per channel pair, short contexts
+    rope_long_factors: tuple[float, ...] | None = None  # longrope: the same beyond rope_original_context_length
+    rope_attention_factor: float = 1.0  # cos and sin are multiplied by this (longrope's magnitude correction)
+    rope_local_base: float | None = None  # sliding-window layers rotate with this base, unscaled; None: as the others
+    attention_scale: float | None = None  # q.k is multiplied by this; None: 1 / sqrt(head_dim)
+    attn_logit_softcap: float | None = None  # attention logits become cap * tanh(logits / cap); None: not capped
+    final_logit_softcap: float | None = None  # the LM head's logits likewise
+    sandwich_norm: bool = False  # pre-norm blocks also norm each branch's output before adding it
+    qk_norm: bool = False  # the config's norm over each head's queries and keys, before rotation
+    embedding_scale_in_dtype: bool = False  # round embedding_scale to the activations' dtype first
 
     def __post_init__(self) -> None:
         # Resolve the None defaults once, so every reader sees concrete sizes.
@@ -85,6 +101,9 @@ class Config:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
         if isinstance(self.sliding_window_layers, list):
             object.__setattr__(self, "sliding_window_layers", tuple(self.sliding_window_layers))
+        for name in ("rope_short_factors", "rope_long_factors"):  # JSON gives lists; a frozen config keeps tuples
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         self._validate()
 
     def _validate(self) -> None:
@@ -107,6 +126,10 @@ class Config:
         need(isinstance(self.n_labels, int) and not isinstance(self.n_labels, bool) and self.n_labels >= 1,
              "n_labels", "must be a positive integer")
         need(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
+        need(self.classify_token in CLASSIFY_TOKENS, "classify_token", f"must be one of {CLASSIFY_TOKENS}")
+        need(isinstance(self.classifier_bias, bool), "classifier_bias", "must be true or false")
+        if self.pooler:  # BERT's pooler is trained on the first token
+            need(self.classify_token == "first", "classify_token", "must be first with a pooler")
         need(self.sinusoidal_layout in SINUSOIDAL_LAYOUTS, "sinusoidal_layout", f"must be one of {SINUSOIDAL_LAYOUTS}")
         need(isinstance(self.encoder_layers, int) and not isinstance(self.encoder_layers, bool)
              and self.encoder_layers >= 0, "encoder_layers", "must be a whole number >= 0")
@@ -135,8 +158,34 @@ class Config:
             need(all(isinstance(i, int) and 0 <= i < self.n_layers for i in self.sliding_window_layers),
                  "sliding_window_layers", f"must list layer indices in [0, {self.n_layers})")
         for name in ("norm_bias", "final_norm", "gated_mlp", "qkv_bias", "bias", "causal", "tie_embeddings",
-                     "embedding_norm", "pooler", "normalize_pooled", "head_bias"):
+                     "embedding_norm", "pooler", "normalize_pooled", "head_bias", "sandwich_norm", "qk_norm",
+                     "embedding_scale_in_dtype"):
             need(isinstance(getattr(self, name), bool), name, "must be true or false")
+        self._validate_rope_and_caps(need)
+
+    def _validate_rope_and_caps(self, need) -> None:
+        """The rotary variants, the attention scale, soft caps and the norms around each branch."""
+        def positive(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+        for name in ("rope_local_base", "attention_scale", "attn_logit_softcap", "final_logit_softcap"):
+            if getattr(self, name) is not None:
+                need(positive(getattr(self, name)), name, "must be a positive number or None")
+        need(positive(self.rope_attention_factor), "rope_attention_factor", "must be a positive number")
+        if self.rope_dim is not None:
+            need(isinstance(self.rope_dim, int) and not isinstance(self.rope_dim, bool) and 0 < self.rope_dim
+                 <= self.head_dim and self.rope_dim % 2 == 0, "rope_dim", "must be an even number in [2, head_dim]")
+        pairs = self.rotary_dim // 2
+        for name in ("rope_short_factors", "rope_long_factors"):
+            factors = getattr(self, name)
+            if self.rope_scaling == "longrope":
+                need(isinstance(factors, tuple) and len(factors) == pairs and all(positive(f) for f in factors),
+                     name, f"must list {pairs} positive numbers (one per rotated channel pair) for longrope")
+            else:
+                need(factors is None, name, "is for rope_scaling longrope only")
+        if self.sandwich_norm:
+            need(self.norm_placement == "pre" and not self.encoder_layers, "sandwich_norm",
+                 "needs pre-norm blocks without cross-attention")
 
     # --- derived facts -------------------------------------------------------------------------
 
@@ -155,6 +204,20 @@ class Config:
             rows[part] = (start, start + sizes[part])
             start += sizes[part]
         return rows
+
+    @property
+    def rope_switch_length(self) -> int | None:
+        """Longrope's switch: a sequence longer than this rotates every key with the long factors,
+        so keys cached while it was shorter go stale (transformers recomputes them; so does the
+        engine). None: rotary angles never depend on the sequence's length."""
+        if self.position == "rope" and self.rope_scaling == "longrope":
+            return self.rope_original_context_length
+        return None
+
+    @property
+    def rotary_dim(self) -> int:
+        """Channels of each head that rotary positions turn (the first ones; the rest pass through)."""
+        return self.rope_dim if self.rope_dim is not None else self.head_dim
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -177,6 +240,9 @@ class Config:
         data = dataclasses.asdict(self)
         if data["sliding_window_layers"] is not None:
             data["sliding_window_layers"] = list(data["sliding_window_layers"])
+        for name in ("rope_short_factors", "rope_long_factors"):
+            if data[name] is not None:
+                data[name] = list(data[name])
         return data
 
     @classmethod
@@ -214,6 +280,17 @@ FAMILIES: dict[str, dict[str, Any]] = {
                   position="rope"),
     "mistral": dict(norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, bias=False,
                     position="rope"),
+    # Phi-3 computes what Llama does (its files fuse q|k|v and gate|up, as we do); longrope and
+    # partial rotation come from its config.json.
+    "phi3": dict(norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, bias=False, position="rope"),
+    # Gemma 2: each branch normed before and after (sandwich), embeddings scaled by sqrt(d_model) in
+    # the model's dtype, tanh-gated GELU, a tied head; soft caps and the attention scale come from
+    # config.json. Gemma 3 drops the attention cap for an RMSNorm on each head's queries and keys.
+    "gemma2": dict(norm="rmsnorm", activation="gelu_tanh", gated_mlp=True, qkv_bias=False, bias=False,
+                   position="rope", sandwich_norm=True, embedding_scale_in_dtype=True, tie_embeddings=True),
+    "gemma3": dict(norm="rmsnorm", activation="gelu_tanh", gated_mlp=True, qkv_bias=False, bias=False,
+                   position="rope", sandwich_norm=True, embedding_scale_in_dtype=True, tie_embeddings=True,
+                   qk_norm=True),
     # An encoder: bidirectional, post-norm, learned positions, segment embeddings, a norm after them.
     "bert": dict(norm="layernorm", norm_bias=True, norm_placement="post", final_norm=False, activation="gelu",
                  gated_mlp=False, qkv_bias=True, bias=True, position="learned", causal=False, tie_embeddings=True,

@@ -87,8 +87,9 @@ class PromptCache:
         keep = len(self.tokens)
         new = ids[keep:]
         logits = None
-        for start in range(0, len(new), PREFILL_CHUNK):
-            logits = self._forward([new[start:start + PREFILL_CHUNK]])
+        chunk = self._chunk(len(ids))
+        for start in range(0, len(new), chunk):
+            logits = self._forward([new[start:start + chunk]])
         self.reused, self.last_prefill = keep, len(new)
         return logits[0]
 
@@ -106,8 +107,9 @@ class PromptCache:
         ids = torch.tensor([[0] * (longest - len(r)) + r for r in rows], device=device)  # (B, T)
         mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows], device=device)
         logits = None
-        for start in range(0, longest, PREFILL_CHUNK):
-            end = start + PREFILL_CHUNK
+        chunk = self._chunk(longest)
+        for start in range(0, longest, chunk):
+            end = start + chunk
             logits = self._forward_tensor(ids[:, start:end], mask[:, start:end])
         self.rows = [list(r) for r in rows]
         self.reused, self.last_prefill = 0, sum(len(r) for r in rows)
@@ -155,7 +157,28 @@ class PromptCache:
             raise LucidError(f"the prompt has {len(ids)} tokens; the model's context is {limit}")
         return ids
 
+    def _chunk(self, length: int) -> int:
+        """Tokens per prefill forward for a sequence of this length. subtle: past longrope's switch
+        every key rotates with the long factors, which a forward chooses from its own furthest
+        position, so a prompt that crosses the switch is computed in one forward."""
+        switch = self.model.config.rope_switch_length
+        return length if switch is not None and length > switch else PREFILL_CHUNK
+
+    def _crosses_rope_switch(self, rows: list[list[int]]) -> bool:
+        """True when these new tokens take the cached rows past longrope's switch: the cached keys
+        were rotated with the short factors and must be recomputed (as transformers' Phi-3 does)."""
+        switch = self.model.config.rope_switch_length
+        if switch is None or not self.rows:
+            return False
+        before = max(len(row) for row in self.rows)
+        after = max(len(row) + len(ids) for row, ids in zip(self.rows, rows))
+        return 0 < before <= switch < after
+
     def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+        if self._crosses_rope_switch(rows):
+            whole = [row + ids for row, ids in zip(self.rows, rows)]
+            self.reset()
+            return self.prefill_rows(whole)
         logits = self._forward_tensor(torch.tensor(rows, dtype=torch.long, device=self.cache.device), None)
         for row, ids in zip(self.rows, rows):
             row.extend(ids)

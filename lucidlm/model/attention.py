@@ -20,6 +20,7 @@ from ..config import Config
 from .context import ForwardContext
 from .linear import Linear
 from .mask import Mask
+from .norm import make_norm
 from .position import apply_rotary
 
 # recorder(attention, q (B, H, T, D), k (B, Hkv, S, D), v (B, Hkv, S, D), mask, position_bias)
@@ -33,10 +34,14 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_index = layer_index
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_dim)
+        self.softcap = config.attn_logit_softcap
         self.dropout = config.attention_dropout
         self.window = config.sliding_window if config.uses_sliding_window(layer_index) else None
         self.make_projections(config)
+        # QK-norm: each head's queries and keys normed over their D channels before rotation.
+        self.q_norm = make_norm(config, self.head_dim) if config.qk_norm else None
+        self.k_norm = make_norm(config, self.head_dim) if config.qk_norm else None
         self.out = Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
         self.fused = True  # False: the plain path everywhere (slower, same numbers)
         self.recorders: list[Recorder] = []  # one per probe watching this layer
@@ -52,8 +57,12 @@ class Attention(nn.Module):
         # split, not slicing: its backward is one concatenation, where each slice's backward
         # would fill a zero tensor of the whole width and add into it.
         qk, v = self.qkv(x).view(B, T, H + 2 * Hkv, D).split([H + Hkv, Hkv], dim=2)
-        if context.rope is not None:
-            qk = apply_rotary(qk, *context.rope)  # queries and keys are adjacent heads: one rotation covers both
+        if self.q_norm is not None:
+            q, k = qk.split([H, Hkv], dim=2)  # (B, T, H, D), (B, T, Hkv, D)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
+        rope = context.rotary(self.window is not None)
+        if rope is not None:
+            qk = apply_rotary(qk, *rope)  # queries and keys are adjacent heads: one rotation covers both
         q, k = qk.split([H, Hkv], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if context.cache is not None:
@@ -67,16 +76,18 @@ class Attention(nn.Module):
         for record in self.recorders:
             record(self, q, k, v, mask, position_bias)
         dropout = self.dropout if self.training else 0.0
-        if self.fused and not self._plain_is_faster(q, k):
+        # The fused kernel cannot soft-cap the logits (tanh between the product and the softmax),
+        # so a capped model takes the plain path.
+        if self.fused and self.softcap is None and not self._plain_is_faster(q, k):
             y = self._fused(q, k, v, mask, position_bias, dropout)
         else:
-            y, _ = plain_attention(q, k, v, mask, position_bias, self.scale, dropout)
+            y, _ = plain_attention(q, k, v, mask, position_bias, self.scale, dropout, self.softcap)
         return self.out(y.transpose(1, 2).reshape(B, T, H * D))  # (B, H, T, D) -> (B, T, C)
 
     def weights(self, q: torch.Tensor, k: torch.Tensor, mask: Mask,
                 position_bias: torch.Tensor | None) -> torch.Tensor:
         """The attention weights (B, H, T, S) these queries give these keys (what a probe records)."""
-        return attention_weights(q, k, mask, position_bias, self.scale)
+        return attention_weights(q, k, mask, position_bias, self.scale, self.softcap)
 
     @staticmethod
     def _plain_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
@@ -114,6 +125,7 @@ class CrossAttention(Attention):
     def __init__(self, config: Config, layer_index: int) -> None:
         super().__init__(config, layer_index)
         self.window = None
+        self.q_norm = self.k_norm = None  # QK-norm is a self-attention mechanism here; no family norms the source's keys
 
     def make_projections(self, config: Config) -> None:
         # Queries from the decoder; keys and values, in one matmul, from the source: rows [k | v].
@@ -151,12 +163,15 @@ def additive_bias(mask: Mask | None, position_bias: torch.Tensor | None, n_queri
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: Mask | None, position_bias: torch.Tensor | None,
-                      scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale + bias + mask): q (B, H, T, D), k (B, Hkv, S, D) -> weights (B, H, T, S)."""
+                      scale: float, softcap: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias + mask): q (B, H, T, D), k (B, Hkv, S, D) -> weights (B, H, T, S).
+    softcap: the scaled logits become softcap * tanh(logits / softcap) first (Gemma 2)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:  # each key/value head serves `groups` query heads
         k = k.repeat_interleave(groups, dim=1)  # (B, H, S, D)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     bias = additive_bias(mask, position_bias, q.shape[2], k.shape[2], scores)
     if bias is not None:
         # Adding -inf rather than masked_fill: the same scores, and the backward of an addition
@@ -166,12 +181,12 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: Mask | None, posit
 
 
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | None,
-                    position_bias: torch.Tensor | None, scale: float,
-                    dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    position_bias: torch.Tensor | None, scale: float, dropout: float = 0.0,
+                    softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T * scale + bias + mask) v: q (B, H, T, D), k and v (B, Hkv, S, D).
 
     Returns the output (B, H, T, D) and the attention weights (B, H, T, S)."""
-    weights = attention_weights(q, k, mask, position_bias, scale)
+    weights = attention_weights(q, k, mask, position_bias, scale, softcap)
     groups = q.shape[1] // v.shape[1]
     if groups > 1:
         v = v.repeat_interleave(groups, dim=1)  # (B, H, S, D)

@@ -39,11 +39,16 @@ class ForwardContext:
     key_positions: torch.Tensor  # (B, S) positions of every key: cached and new
     key_valid: torch.Tensor | None  # (B, S) True for real tokens; None when no key is padding
     causal: bool
-    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin (B, T, 1, D)
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin (B, T, 1, R)
+    local_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # the same for sliding-window layers, if they differ
     position_bias: torch.Tensor | None = None  # (B, H, T, S) relative position logits
     cache: KVCache | None = None
     encoder_output: EncoderOutput | None = None  # the source, for cross-attention
     _masks: dict[int | None, Mask] = field(default_factory=dict)
+
+    def rotary(self, sliding: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """cos, sin for a layer: sliding-window layers may rotate with a base of their own (Gemma 3)."""
+        return self.local_rope if sliding and self.local_rope is not None else self.rope
 
     def mask(self, window: int | None) -> Mask:
         """The mask for layers with this sliding window (None: global attention)."""

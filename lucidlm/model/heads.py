@@ -1,5 +1,6 @@
 """Heads on the backbone's hidden states (B, T, C): the masked-LM head, BERT's pooler, the
-sequence-classification head, and the pooling that makes one vector per text (sentence embeddings).
+sequence-classification head (and the swap that gives a pretrained model one), and the pooling that
+makes one vector per text (sentence embeddings).
 
 The LM head itself lives with the embedding it may share (model/linear.py). The masked-LM head
 follows BERT (Devlin et al. 2019; transformers' BertLMPredictionHead): dense -> activation ->
@@ -36,18 +37,34 @@ class MLMHead(nn.Module):
         self.decoder.resize(n)
 
 
+def last_real_token(attention_mask: torch.Tensor | None, T: int, B: int, device: torch.device) -> torch.Tensor:
+    """The index (B,) of each row's last real token (mask 1), with padding on either side; the last
+    position without a mask. transformers picks the rightmost non-pad token the same way."""
+    if attention_mask is None:
+        return torch.full((B,), T - 1, dtype=torch.long, device=device)
+    positions = torch.arange(T, device=attention_mask.device)  # (T,)
+    return (positions * attention_mask.bool()).argmax(dim=-1).to(device)  # (B,): the largest real position
+
+
 class ClassifierHead(nn.Module):
-    """Hidden states (B, T, C) -> one label's logits per text (B, n_labels), from the first token
-    ([CLS]) through the model's pooler where it has one (transformers' BertForSequenceClassification)."""
+    """Hidden states (B, T, C) -> one label's logits per text (B, n_labels), from the token
+    Config.classify_token names: the first ([CLS]), through the model's pooler where it has one
+    (transformers' BertForSequenceClassification), or the last real one (GPT2- and
+    LlamaForSequenceClassification's `score`; "Build a Large Language Model (from Scratch)", ch. 6)."""
 
     def __init__(self, config: Config, pooler: "Pooler | None") -> None:
         super().__init__()
         self.__dict__["pooler"] = pooler  # the model's own, saved under pooler.*: one owner
+        self.last = config.classify_token == "last"
         self.drop = nn.Dropout(config.dropout)
-        self.classifier = Linear(config.d_model, config.n_labels, bias=True)
+        self.classifier = Linear(config.d_model, config.n_labels, bias=config.classifier_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.pooler(x) if self.pooler is not None else x[:, 0]
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.last:
+            B, T, _ = x.shape
+            pooled = x[torch.arange(B, device=x.device), last_real_token(attention_mask, T, B, x.device)]  # (B, C)
+        else:
+            pooled = self.pooler(x) if self.pooler is not None else x[:, 0]  # (B, C)
         return self.classifier(self.drop(pooled))
 
     def resize(self, n: int) -> None:
@@ -78,3 +95,22 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str, n
     else:
         raise ValueError(f"unknown pooling {mode!r}")
     return nn.functional.normalize(vectors, p=2, dim=-1) if normalize else vectors
+
+
+def with_classifier_head(model, n_labels: int, labels: dict[int, str] | None = None, seed: int = 0):
+    """The model with its head replaced, in place, by a fresh n_labels-class head: on the last real
+    token without a bias (transformers' `score`, so the model exports) for a decoder, on the pooled
+    first token with a bias (BERT's classifier) for an encoder. labels: class id -> name."""
+    config = model.config
+    decoder = config.causal
+    model.config = config.replace(head="classify", n_labels=n_labels, classify_token="last" if decoder else "first",
+                                  classifier_bias=not decoder)
+    head = ClassifierHead(model.config, model.pooler)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # GPT-2's N(0, 0.02), as Transformer.init_weights starts every matrix
+        head.classifier.weight.copy_(torch.randn(head.classifier.weight.shape, generator=generator) * 0.02)
+        if head.classifier.bias is not None:
+            head.classifier.bias.zero_()
+    model.lm_head = head.to(device=model.device, dtype=model.dtype)
+    model.labels = labels
+    return model

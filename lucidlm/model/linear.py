@@ -120,11 +120,13 @@ class TokenEmbedding(TransposedStorage):
 
 class LMHead(TransposedStorage):
     """Hidden states (B, T, C) -> logits (B, T, V), with a matrix of its own or the token
-    embedding's (tied, no matrix here), and an optional bias."""
+    embedding's (tied, no matrix here), an optional bias, and an optional soft cap: logits become
+    softcap * tanh(logits / softcap) (Gemma 2), so every reader of the head sees the same numbers."""
 
     def __init__(self, d_model: int, vocab_size: int, bias: bool = False,
-                 tied_to: TokenEmbedding | None = None) -> None:
+                 tied_to: TokenEmbedding | None = None, softcap: float | None = None) -> None:
         super().__init__()
+        self.softcap = softcap
         # subtle: a tied embedding is kept out of _modules, so its weight has one owner: it is saved,
         # counted, moved and trained once, under tok_emb.
         self.__dict__["tied_to"] = tied_to
@@ -137,9 +139,11 @@ class LMHead(TransposedStorage):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tied_to is None:
-            return F.linear(x, self.weight, self.bias)
-        logits = self.tied_to.project(x)  # a quantized embedding multiplies without dequantizing
-        return logits + self.bias if self.bias is not None else logits
+            logits = F.linear(x, self.weight, self.bias)
+        else:
+            logits = self.tied_to.project(x)  # a quantized embedding multiplies without dequantizing
+            logits = logits + self.bias if self.bias is not None else logits
+        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
 
     def resize(self, n: int) -> None:
         """Grow or shrink to n tokens (the tied embedding resizes itself)."""

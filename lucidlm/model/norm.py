@@ -23,7 +23,9 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
-def make_norm(config: Config) -> nn.Module:
+def make_norm(config: Config, dim: int | None = None) -> nn.Module:
+    """The config's norm over dim channels (default d_model; a head's head_dim for QK-norm)."""
+    dim = dim or config.d_model
     if config.norm == "rmsnorm":
-        return RMSNorm(config.d_model, config.norm_eps)
-    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.norm_bias)
+        return RMSNorm(dim, config.norm_eps)
+    return nn.LayerNorm(dim, eps=config.norm_eps, bias=config.norm_bias)

@@ -76,11 +76,21 @@ class SinusoidalPositions(nn.Module):
         return self.table[positions]  # (B, T, C)
 
 
-def rope_inverse_frequencies(config: Config) -> torch.Tensor:
-    """(D/2,) angular speed of each rotated channel pair, with the configured context scaling."""
-    dim = config.head_dim
-    # Same expression as the reference implementations, so the angles agree to the last bit.
-    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+def rope_inverse_frequencies(config: Config, local: bool = False, long: bool = False) -> torch.Tensor:
+    """(R/2,) angular speed of each rotated channel pair (R = config.rotary_dim), with the configured
+    context scaling. local: a sliding-window layer's, with rope_local_base and no scaling (Gemma 3).
+    long: longrope's long-context factors instead of its short ones."""
+    dim = config.rotary_dim
+    base = config.rope_local_base if local else config.rope_base
+    # Same expressions as the reference implementations, so the angles agree to the last bit.
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    if local:
+        return 1.0 / (base ** exponents)
+    if config.rope_scaling == "longrope":
+        # LongRoPE (Ding et al. 2024): a searched stretch of each pair's wavelength.
+        factors = torch.tensor(config.rope_long_factors if long else config.rope_short_factors, dtype=torch.float32)
+        return 1.0 / (factors * base ** exponents)
+    inv_freq = 1.0 / (base ** exponents)
     factor = config.rope_scaling_factor
     if config.rope_scaling == "linear":
         return inv_freq / factor
@@ -99,33 +109,46 @@ def rope_inverse_frequencies(config: Config) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Holds cos/sin tables for all positions seen so far; `angles(positions)` looks them up."""
+    """Holds cos/sin tables for all positions seen so far; `angles(positions)` looks them up.
+    local=True: the tables of sliding-window layers with a base of their own (rope_local_base)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, local: bool = False) -> None:
         super().__init__()
-        self.config = config
+        self.config, self.local = config, local
+        self.long = False  # longrope: the tables hold the long-context factors' angles
         self.register_buffer("cos_table", torch.empty(0), persistent=False)
         self.register_buffer("sin_table", torch.empty(0), persistent=False)
 
-    def _build(self, n_positions: int, device: torch.device) -> None:
-        inv_freq = rope_inverse_frequencies(self.config).to(device)
+    def _build(self, n_positions: int, device: torch.device, long: bool) -> None:
+        inv_freq = rope_inverse_frequencies(self.config, self.local, long).to(device)
         freqs = torch.outer(torch.arange(n_positions, device=device, dtype=torch.float32), inv_freq)
-        angles = torch.cat((freqs, freqs), dim=-1)  # (P, D): the two halves share frequencies
-        self.cos_table, self.sin_table = angles.cos(), angles.sin()
+        angles = torch.cat((freqs, freqs), dim=-1)  # (P, R): the two halves share frequencies
+        scale = 1.0 if self.local else self.config.rope_attention_factor
+        self.cos_table, self.sin_table = angles.cos() * scale, angles.sin() * scale
+        self.long = long
 
     def angles(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin, each (B, T, 1, D), ready to broadcast over the heads of (B, T, H, D)."""
+        """cos and sin, each (B, T, 1, R), ready to broadcast over the heads of (B, T, H, D)."""
         needed = int(positions.max()) + 1 if positions.numel() else 1
-        if self.cos_table.shape[0] < needed or self.cos_table.device != positions.device:
+        # subtle: longrope picks one factor set per forward, from its furthest position, as
+        # transformers (and Phi-3's own code) do; keys cached before the switch are stale after
+        # it, and the engine recomputes them (Config.rope_switch_length).
+        long = (self.config.rope_scaling == "longrope" and not self.local
+                and needed > self.config.rope_original_context_length)
+        if self.cos_table.shape[0] < needed or self.cos_table.device != positions.device or long != self.long:
             # Grow by doubling: a long context's full table would be memory most runs never use.
-            self._build(max(needed, 2 * self.cos_table.shape[0], 256), positions.device)
+            self._build(max(needed, 2 * self.cos_table.shape[0], 256), positions.device, long)
         cos = self.cos_table[positions].to(dtype).unsqueeze(2)
         sin = self.sin_table[positions].to(dtype).unsqueeze(2)
         return cos, sin
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + D/2) of x (B, T, H, D) by the angles in cos/sin (B, T, 1, D)."""
+    """Rotate channel pairs (i, i + R/2) of x (B, T, H, D) by the angles in cos/sin (B, T, 1, R);
+    with R < D (partial rotary) the last D - R channels pass unrotated."""
+    R = cos.shape[-1]
+    if R < x.shape[-1]:
+        return torch.cat((apply_rotary(x[..., :R], cos, sin), x[..., R:]), dim=-1)
     if cos.dtype != x.dtype:
         # Under autocast x is bfloat16 while the tables are float32; rotating in x's dtype keeps
         # queries and keys in it (as transformers does), rather than promoting attention to float32.

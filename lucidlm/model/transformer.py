@@ -46,14 +46,17 @@ class Block(nn.Module):
         self.cross_attn = CrossAttention(config, layer_index) if cross else None
         self.mlp_norm = make_norm(config)
         self.mlp = MLP(config)
+        # Sandwich norms (Gemma 2): each branch's output is normed too, before the residual add.
+        self.attn_post_norm = make_norm(config) if config.sandwich_norm else nn.Identity()
+        self.mlp_post_norm = make_norm(config) if config.sandwich_norm else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, context: ForwardContext) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.attn_norm(x), context))
+            x = x + self.drop(self.attn_post_norm(self.attn(self.attn_norm(x), context)))
             if self.cross_attn is not None:
                 x = x + self.drop(self.cross_attn(self.cross_norm(x), context))
-            return x + self.drop(self.mlp(self.mlp_norm(x)))
+            return x + self.drop(self.mlp_post_norm(self.mlp(self.mlp_norm(x))))
         x = self.attn_norm(x + self.drop(self.attn(x, context)))
         if self.cross_attn is not None:
             x = self.cross_norm(x + self.drop(self.cross_attn(x, context)))
@@ -73,6 +76,8 @@ class Transformer(nn.Module):
         self.pos_emb = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(config.position)
         self.pos_emb = self.pos_emb(config) if self.pos_emb else None
         self.rope = RotaryEmbedding(config) if config.position == "rope" else None
+        local = config.position == "rope" and config.rope_local_base is not None  # Gemma 3's sliding layers
+        self.local_rope = RotaryEmbedding(config, local=True) if local else None
         self.rel_bias = RelativePositionBias(config) if config.position == "relative" else None
         self.type_emb = nn.Embedding(config.token_types, config.d_model) if config.token_types else None
         self.emb_norm = make_norm(config) if config.embedding_norm else None
@@ -82,7 +87,8 @@ class Transformer(nn.Module):
         self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
         tied = self.tok_emb if config.tie_embeddings else None
         self.pooler = Pooler(config) if config.pooler else None
-        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, config.head_bias, tied_to=tied),
+        self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, config.head_bias, tied_to=tied,
+                                             softcap=config.final_logit_softcap),
                         "mlm": lambda: MLMHead(config, self.tok_emb), "none": lambda: None,
                         "classify": lambda: ClassifierHead(config, self.pooler)}[config.head]()
         # A zero-size buffer that follows .to(), .float() and .bfloat16(): the dtype activations
@@ -151,7 +157,10 @@ class Transformer(nn.Module):
         """Token + absolute position + segment embeddings, normed where the model says, (B, T, C)."""
         x = self.tok_emb(input_ids)
         if self.config.embedding_scale != 1.0:
-            x = x * self.config.embedding_scale
+            scale = self.config.embedding_scale
+            # subtle: HF Gemma multiplies by sqrt(d_model) rounded to the model's dtype (in bfloat16,
+            # sqrt(3840) = 61.97 becomes 62); Marian multiplies by the exact number.
+            x = x * (torch.tensor(scale, dtype=x.dtype) if self.config.embedding_scale_in_dtype else scale)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         if self.type_emb is not None:
@@ -176,13 +185,14 @@ class Transformer(nn.Module):
             encoder_output = self.encode_source(source_ids, source_mask)
         with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
             x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids, encoder_output)
-        if self.config.head == "classify":
-            pass  # the head reads the first token: (B, n_labels)
-        elif isinstance(logits_for, torch.Tensor):
-            x = x[logits_for]  # (N, C)
-        elif logits_for == "last":
-            x = x[:, -1:]
-        logits = self.lm_head(x) if self.lm_head is not None else x
+        if self.config.head == "classify":  # one token per row: the first, or the last real one (from the mask)
+            logits = self.lm_head(x, attention_mask)  # (B, n_labels)
+        else:
+            if isinstance(logits_for, torch.Tensor):
+                x = x[logits_for]  # (N, C)
+            elif logits_for == "last":
+                x = x[:, -1:]
+            logits = self.lm_head(x) if self.lm_head is not None else x
         if return_attentions:
             return logits, [recorded.attention[i] for i in range(self.config.n_layers)]
         return logits
@@ -194,6 +204,7 @@ class Transformer(nn.Module):
         return ForwardContext(
             positions, key_positions, key_valid, self.config.causal, cache=cache,
             rope=self.rope.angles(positions, self.dtype) if self.rope is not None else None,
+            local_rope=self.local_rope.angles(positions, self.dtype) if self.local_rope is not None else None,
             position_bias=self.rel_bias(positions, key_positions) if self.rel_bias is not None else None)
 
     def encode_source(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:

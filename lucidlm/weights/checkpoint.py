@@ -78,6 +78,9 @@ def write_checkpoint(model, tokenizer, folder: Path, extra: dict[str, Any] | Non
     eos = sorted(tokenizer.eos_token_ids) if tokenizer is not None else []
     info = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "eos_token_ids": eos,
             **(extra or {})}
+    labels = getattr(model, "labels", None)  # a classifier's label names, class id -> name (load() sets them)
+    if labels and model.config.head == "classify":
+        info["labels"] = [str(labels.get(i, f"LABEL_{i}")) for i in range(model.config.n_labels)]
     (folder / CHECKPOINT_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     if tokenizer is not None:
         tokenizer.save(folder)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from ..errors import FormatError
 from .checkpoint import atomic_folder, model_state
 from .hf_config import HF_FAMILIES, hf_config_from, hf_family
 from .translate import to_source
@@ -18,6 +19,8 @@ from .translate import to_source
 def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
     config = model.config
     family = hf_family(config)
+    if config.head == "classify":
+        _check_classifier(config, family)
     tensors = to_source(HF_FAMILIES[family].table, config, {k: v.cpu() for k, v in model_state(model).items()})
     if family == "bert" and config.head in ("mlm", "classify"):  # a BERT with a head keeps its encoder under "bert."
         tensors = {(name if name.startswith(("cls.", "classifier.")) else f"bert.{name}"): t
@@ -36,9 +39,21 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
             extra["eos_token_id"] = tokenizer.eos_token_id
         if tokenizer.pad_token_id is not None:
             extra["pad_token_id"] = tokenizer.pad_token_id
+    if config.head == "classify":
+        extra.update(_label_fields(config, getattr(model, "labels", None)))
+        if "pad_token_id" not in extra and config.causal:
+            # transformers' decoder classifiers find each text's end from pad_token_id, and refuse a
+            # batch without one; a token that ends no text the model reads is the safe choice
+            extra["pad_token_id"] = tokenizer.eos_token_id if tokenizer is not None and \
+                tokenizer.eos_token_id is not None else 0
+    data = hf_config_from(config, family, extra)
+    if config.head == "classify" and config.causal:  # GPT2LMHeadModel -> GPT2ForSequenceClassification
+        causal_lm = data["architectures"][0]
+        data["architectures"] = [causal_lm.removesuffix("LMHeadModel").removesuffix("ForCausalLM")
+                                 + "ForSequenceClassification"]
     with atomic_folder(directory) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(hf_config_from(config, family, extra), indent=2))
+        (tmp / "config.json").write_text(json.dumps(data, indent=2))
         eos = sorted(tokenizer.eos_token_ids) if tokenizer is not None else []
         generation = {"eos_token_id": eos if len(eos) != 1 else eos[0]} if eos else {}
         if config.is_encoder_decoder:
@@ -51,6 +66,23 @@ def export_hf(model, tokenizer, directory: str | os.PathLike) -> Path:
                     _source_recipe(tmp, tokenizer, config)
             tokenizer.save(tmp)  # ours too: a character tokenizer has no tokenizer.json equivalent
     return Path(directory)
+
+
+def _check_classifier(config, family: str) -> None:
+    """transformers' classifiers: BERT's reads the (pooled) first token with a bias, the decoders'
+    `score` the last real token without one."""
+    wanted = ("first", True) if family == "bert" else ("last", False)
+    if (config.classify_token, config.classifier_bias) != wanted:
+        raise FormatError(f"cannot export to a Hugging Face model: {family}'s classifier reads the {wanted[0]} token "
+                          f"{'with' if wanted[1] else 'without'} a bias (this one: the {config.classify_token} token, "
+                          f"{'with' if config.classifier_bias else 'without'} a bias)")
+
+
+def _label_fields(config, labels: dict[int, str] | None) -> dict:
+    """id2label and label2id, from the model's label names (LABEL_i where it has none)."""
+    names = [str((labels or {}).get(i, f"LABEL_{i}")) for i in range(config.n_labels)]
+    return {"id2label": {str(i): name for i, name in enumerate(names)},
+            "label2id": {name: i for i, name in enumerate(names)}}
 
 
 def _source_recipe(folder: Path, tokenizer, config) -> None:

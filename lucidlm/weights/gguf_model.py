@@ -10,13 +10,14 @@ from typing import Any
 from ..config import FAMILIES, Config
 from ..errors import FormatError
 from ..gguf_file import GGUFFile
-from .name_tables import GGUF_GPT2, GGUF_LLAMA, GGUF_QWEN2, NameTable
+from .name_tables import GGUF_GPT2, GGUF_LLAMA, GGUF_PHI3, GGUF_QWEN2, NameTable
 
 # general.architecture -> (family switches, name table)
 GGUF_ARCHITECTURES: dict[str, tuple[str, NameTable]] = {
     "llama": ("llama", GGUF_LLAMA),
     "qwen2": ("qwen2", GGUF_QWEN2),
     "gpt2": ("gpt2", GGUF_GPT2),
+    "phi3": ("phi3", GGUF_PHI3),
 }
 
 
@@ -41,9 +42,12 @@ def config_from_gguf(gguf: GGUFFile) -> Config:
 
     d_model, n_heads = get("embedding_length"), get("attention.head_count")
     head_dim = get("attention.key_length", d_model // n_heads if n_heads else 0)
-    if get("rope.dimension_count", head_dim) != head_dim and family != "gpt2":
+    rope_dim = get("rope.dimension_count", head_dim) if family != "gpt2" else head_dim
+    if rope_dim != head_dim and arch == "llama":  # its q/k rows are permuted over the whole head
         raise FormatError(f"{origin}: partial rotary embeddings (rope.dimension_count != head dim) "
-                          f"are not supported")
+                          f"are not supported for llama")
+    if "rope_factors_long.weight" in gguf.tensors or "rope_factors_short.weight" in gguf.tensors:
+        raise FormatError(f"{origin}: longrope rotary factors (rope_factors_long/short) are not supported in GGUF files")
     scaling = get("rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
         raise FormatError(f"{origin}: unsupported rope scaling {scaling!r}")
@@ -62,6 +66,7 @@ def config_from_gguf(gguf: GGUFFile) -> Config:
                       rope_base=float(get("rope.freq_base", 10000.0)),
                       rope_scaling="linear" if scaling == "linear" else "none",
                       rope_scaling_factor=float(get("rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0,
-                      sliding_window=get("attention.sliding_window", None))
+                      sliding_window=get("attention.sliding_window", None),
+                      rope_dim=int(rope_dim) if rope_dim != head_dim else None)
     except (TypeError, ValueError) as exc:
         raise FormatError(f"{origin}: bad model metadata: {exc}") from None

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from ..config import FAMILIES, Config
 from ..errors import FormatError
-from .name_tables import HF_BART, HF_BERT, HF_GPT2, HF_LLAMA, HF_MARIAN, HF_MBART, NameTable
+from .name_tables import (HF_BART, HF_BERT, HF_GEMMA, HF_GEMMA3_MULTIMODAL, HF_GPT2, HF_LLAMA, HF_MARIAN, HF_MBART,
+                          HF_PHI3, NameTable)
 
 ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "silu": "silu", "swish": "silu", "relu": "relu"}
@@ -42,7 +43,26 @@ def _rope(data: dict[str, Any], origin: str) -> dict[str, Any]:
                 "rope_low_freq_factor": float(params["low_freq_factor"]),
                 "rope_high_freq_factor": float(params["high_freq_factor"]),
                 "rope_original_context_length": int(params["original_max_position_embeddings"])}
-    raise FormatError(f"{origin}: unsupported rope scaling {kind!r} (supported: default, linear, llama3)")
+    if kind == "longrope":
+        return {**out, **_longrope(params, data)}
+    raise FormatError(f"{origin}: unsupported rope scaling {kind!r} (supported: default, linear, llama3, longrope)")
+
+
+def _longrope(params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """LongRoPE (Phi-3): a factor per channel pair for contexts within the pretraining length and
+    one beyond it, and cos/sin grown by sqrt(1 + ln(s) / ln(original)) for a context stretched s
+    times (transformers' _compute_longrope_parameters, unless the file gives attention_factor)."""
+    original = int(params.get("original_max_position_embeddings") or data["original_max_position_embeddings"])
+    factor = params.get("factor")
+    if factor is None:
+        factor = data["max_position_embeddings"] / original
+    attention = params.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    return {"rope_scaling": "longrope", "rope_original_context_length": original,
+            "rope_short_factors": tuple(float(f) for f in params["short_factor"]),
+            "rope_long_factors": tuple(float(f) for f in params["long_factor"]),
+            "rope_attention_factor": float(attention)}
 
 
 def config_from_hf(data: dict[str, Any], origin: str) -> tuple[Config, str]:
@@ -52,13 +72,41 @@ def config_from_hf(data: dict[str, Any], origin: str) -> tuple[Config, str]:
         raise FormatError(f"{origin}: unsupported architecture {model_type!r} "
                           f"(supported: {', '.join(HF_FAMILIES)})")
     try:
-        return HF_FAMILIES[model_type].read(data, origin), model_type
+        config = HF_FAMILIES[model_type].read(data, origin)
+        task = _sequence_classifier(data, config, origin)
+        return (config.replace(**task) if task else config), model_type
     except KeyError as exc:
         raise FormatError(f"{origin}: config.json lacks {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         if isinstance(exc, FormatError):
             raise
         raise FormatError(f"{origin}: bad value in config.json: {exc}") from None
+
+
+def _sequence_classifier(data: dict[str, Any], config: Config, origin: str) -> dict[str, Any]:
+    """A decoder saved as transformers' *ForSequenceClassification (GPT2-, LlamaForSequenceClassification):
+    a k-class head, `score` without a bias, on the last real token. An encoder's heads show in its
+    tensors (_bert_heads); {} for any other file."""
+    if not any(str(a).endswith("ForSequenceClassification") for a in data.get("architectures") or []):
+        return {}
+    if config.is_encoder_decoder:
+        raise FormatError(f"{origin}: sequence classification with an encoder-decoder is not supported")
+    if not config.causal:
+        return {}
+    return dict(head="classify", n_labels=len(label_names(data) or []) or int(data.get("num_labels") or 2),
+                classify_token="last", classifier_bias=False)
+
+
+def label_names(data: dict[str, Any]) -> dict[int, str] | None:
+    """config.json's id2label, class id -> name, or None when it has none or a gap."""
+    id2label = data.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        names = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    return dict(sorted(names.items())) if set(names) == set(range(len(names))) else None
 
 
 def _gpt2(data: dict[str, Any], origin: str) -> Config:
@@ -163,6 +211,93 @@ def _seq2seq(data: dict[str, Any], origin: str) -> Config:
                    dropout=data.get("dropout", 0.0), attention_dropout=data.get("attention_dropout", 0.0))
 
 
+def _phi3(data: dict[str, Any], origin: str) -> Config:
+    """Phi-3: Llama's computation, with longrope and partial rotation where config.json asks."""
+    n_heads, d_model = data["num_attention_heads"], data["hidden_size"]
+    head_dim = data.get("head_dim") or d_model // n_heads
+    params = data.get("rope_parameters") or data.get("rope_scaling") or {}
+    rope_dim = int(head_dim * float(params.get("partial_rotary_factor", data.get("partial_rotary_factor", 1.0))))
+    return _config(FAMILIES["phi3"], vocab_size=data["vocab_size"], context_length=data["max_position_embeddings"],
+                   d_model=d_model, n_layers=data["num_hidden_layers"], n_heads=n_heads,
+                   n_kv_heads=data.get("num_key_value_heads") or n_heads, head_dim=head_dim,
+                   d_ff=data["intermediate_size"], norm_eps=data.get("rms_norm_eps", 1e-5),
+                   activation=_activation(data.get("hidden_act", "silu"), origin),
+                   tie_embeddings=data.get("tie_word_embeddings", False), sliding_window=data.get("sliding_window"),
+                   rope_dim=rope_dim if rope_dim != head_dim else None, dropout=data.get("resid_pdrop", 0.0),
+                   attention_dropout=data.get("attention_dropout", 0.0), **_rope(data, origin))
+
+
+def _gemma(data: dict[str, Any], origin: str, family: str, pattern: int, **fields: Any) -> Config:
+    """What Gemma 2 and 3 share: sizes, the sliding/global layer pattern (config.json's layer_types,
+    else every `pattern`-th layer global), the attention scale, the final soft cap."""
+    for flag in ("use_bidirectional_attention", "attention_bias"):
+        if data.get(flag):
+            raise FormatError(f"{origin}: Gemma option {flag} is not supported")
+    n_heads, d_model, n_layers = data["num_attention_heads"], data["hidden_size"], data["num_hidden_layers"]
+    kinds = data.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                        for i in range(n_layers)]
+    if len(kinds) != n_layers or not set(kinds) <= {"sliding_attention", "full_attention"}:
+        raise FormatError(f"{origin}: layer_types must name sliding_attention or full_attention for each layer")
+    window = data.get("sliding_window")
+    sliding = tuple(i for i, kind in enumerate(kinds) if kind == "sliding_attention") if window else ()
+    return _config(FAMILIES[family], vocab_size=data["vocab_size"], context_length=data["max_position_embeddings"],
+                   d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                   n_kv_heads=data.get("num_key_value_heads") or n_heads,
+                   head_dim=data.get("head_dim") or d_model // n_heads, d_ff=data["intermediate_size"],
+                   norm_eps=data.get("rms_norm_eps", 1e-6),
+                   activation=_activation(data.get("hidden_activation") or data.get("hidden_act")
+                                          or "gelu_pytorch_tanh", origin),
+                   tie_embeddings=data.get("tie_word_embeddings", True),
+                   sliding_window=window if sliding else None,
+                   sliding_window_layers=sliding if 0 < len(sliding) < n_layers else None,
+                   # the same expressions as transformers, so the numbers agree to the last bit
+                   embedding_scale=d_model ** 0.5, attention_scale=data.get("query_pre_attn_scalar", 256) ** -0.5,
+                   attention_dropout=data.get("attention_dropout", 0.0), **fields)
+
+
+def _gemma2(data: dict[str, Any], origin: str) -> Config:
+    return _gemma(data, origin, "gemma2", 2, attn_logit_softcap=data.get("attn_logit_softcapping", 50.0),
+                  final_logit_softcap=data.get("final_logit_softcapping", 30.0), **_rope(data, origin))
+
+
+def _gemma3_text(data: dict[str, Any], origin: str) -> Config:
+    """Gemma 3: global layers rotate with rope_parameters.full_attention (scaled), sliding ones with
+    sliding_attention's base (older files: rope_theta and rope_scaling, rope_local_base_freq)."""
+    if data.get("attn_logit_softcapping") is not None:  # transformers' Gemma 3 never applies it
+        raise FormatError(f"{origin}: Gemma 3 with attn_logit_softcapping is not supported")
+    params = data.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        full = {"rope_theta": 1_000_000.0, **(params.get("full_attention") or {})}
+        local = {"rope_theta": 10_000.0, **(params.get("sliding_attention") or {})}
+    else:
+        full = {**(data.get("rope_scaling") or {}), "rope_theta": data.get("rope_theta", 1_000_000.0)}
+        local = {"rope_theta": data.get("rope_local_base_freq", 10_000.0)}
+    if local.get("rope_type", local.get("type", "default")) != "default":
+        raise FormatError(f"{origin}: scaled rotary positions on Gemma 3's sliding layers are not supported")
+    config = _gemma(data, origin, "gemma3", data.get("sliding_window_pattern", 6),
+                    final_logit_softcap=data.get("final_logit_softcapping"), **_rope({"rope_parameters": full}, origin))
+    # Only sliding layers read the local base: without any, leave it unset (no second table).
+    return config.replace(rope_local_base=float(local["rope_theta"])) if config.sliding_window else config
+
+
+# transformers writes a sub-config as its difference from Gemma3TextConfig's defaults, which are these.
+_GEMMA3_TEXT_DEFAULTS = dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                             num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                             max_position_embeddings=131_072, rms_norm_eps=1e-6, query_pre_attn_scalar=256,
+                             sliding_window=4096, tie_word_embeddings=True)
+
+
+def _gemma3_multimodal(data: dict[str, Any], origin: str) -> Config:
+    """Gemma 3 with a vision tower: its text model (the vision tower's tensors are skipped)."""
+    text = data.get("text_config")
+    if not isinstance(text, dict):
+        raise FormatError(f"{origin}: a gemma3 config.json without a text_config is not supported")
+    if text.get("final_logit_softcapping") is not None:  # transformers' Gemma3ForConditionalGeneration never applies it
+        raise FormatError(f"{origin}: Gemma 3 with a vision tower and final_logit_softcapping is not supported")
+    return _gemma3_text({**_GEMMA3_TEXT_DEFAULTS, "tie_word_embeddings": data.get("tie_word_embeddings", True),
+                         **text}, origin)
+
+
 @dataclass(frozen=True)
 class HFFamily:
     """A Hugging Face model_type: how its config.json becomes a Config, how its tensors are named,
@@ -183,6 +318,10 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "bart": HFFamily(_seq2seq, HF_BART),
     "mbart": HFFamily(_seq2seq, HF_MBART),
     "marian": HFFamily(_seq2seq, HF_MARIAN),
+    "phi3": HFFamily(_phi3, HF_PHI3),
+    "gemma2": HFFamily(_gemma2, HF_GEMMA),
+    "gemma3_text": HFFamily(_gemma3_text, HF_GEMMA),
+    "gemma3": HFFamily(_gemma3_multimodal, HF_GEMMA3_MULTIMODAL),
 }
 
 
@@ -194,6 +333,9 @@ def hf_family(config: Config) -> str:
     def refuse(why: str) -> None:
         raise FormatError(f"cannot export to a Hugging Face model: {why}")
 
+    unexportable = _unexportable(config)
+    if unexportable:
+        refuse(f"{unexportable} (exporting it is not implemented)")
     if config.is_encoder_decoder or not config.causal:
         return _family_by_switches(config, ("bart", "mbart", "marian") if config.is_encoder_decoder else ("bert",),
                                    refuse)
@@ -218,6 +360,22 @@ def hf_family(config: Config) -> str:
     if config.sliding_window is not None:
         return "mistral" if config.sliding_window_layers is None and not config.qkv_bias else "qwen2"
     return "qwen2" if config.qkv_bias else "llama"
+
+
+def _unexportable(config: Config) -> str | None:
+    """The first mechanism no export family here writes (Phi-3's and Gemma's), or None."""
+    checks = (
+        (config.rope_dim is not None and config.rope_dim != config.head_dim, "partial rotary embeddings"),
+        (config.rope_scaling == "longrope", "longrope rotary scaling"),
+        (config.rope_local_base is not None, "a rotary base of their own on sliding layers"),
+        (config.attention_scale is not None, "an attention scale other than 1/sqrt(head_dim)"),
+        (config.attn_logit_softcap is not None or config.final_logit_softcap is not None, "logit soft-capping"),
+        (config.sandwich_norm, "sandwich norms"),
+        (config.qk_norm, "QK-norm"),
+        (config.embedding_scale != 1.0 and config.causal and not config.is_encoder_decoder,
+         "scaled embeddings in a decoder"),
+    )
+    return next((why for failed, why in checks if failed), None)
 
 
 # Switches a family leaves to its config.json, beside its sizes.

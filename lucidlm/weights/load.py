@@ -104,7 +104,8 @@ class Adopter:
             if plain_head and model.lm_head.tied_to is not None:
                 model.lm_head.__dict__["tied_to"] = model.tok_emb
             return True
-        if name == "lm_head.weight" and plain_head and model.lm_head.tied_to is None and model.lm_head.bias is None:
+        if (name == "lm_head.weight" and plain_head and model.lm_head.tied_to is None and model.lm_head.bias is None
+                and model.lm_head.softcap is None):  # a capped head is built whole, its cap with it
             model.lm_head = QuantizedLinear(blocks.matrix(), None)
             return True
         return False
@@ -126,4 +127,5 @@ def load(path: str | os.PathLike | None = None, dtype: torch.dtype | str | None 
     model.source = str(source.base.path if adapter is not None else source.path)  # where the weights came from
     model.adapter = str(adapter) if adapter is not None else None
     model.tokenizer = tokenizer  # for model.encode(texts), sentence-transformers' way
+    model.labels = source.labels  # a classifier's label names (class id -> name), or None
     return model, tokenizer

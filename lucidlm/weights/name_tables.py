@@ -5,7 +5,8 @@ attention has one qkv matrix and a gated MLP one [gate | up] matrix, parts stack
 with transforms applied in order: "transpose" (our matrices have nn.Linear's (out, in) layout, as
 most files do; GPT-2's Conv1D stores (in, out)), "unpermute_q"/"unpermute_k" (undo the row order
 llama.cpp gives Llama's query/key weights for its interleaved rotary layout), "drop_2_rows" (BART
-looks position p up at row p + 2) and "flatten" (BART's logits bias is stored (1, V)).
+looks position p up at row p + 2), "flatten" (BART's logits bias is stored (1, V)) and "add_one"
+(Gemma's norms scale by 1 + w; ours by w).
 A source name holds {i} for a (decoder) layer index and {e} for an encoder layer index.
 """
 
@@ -84,6 +85,7 @@ HF_GPT2 = NameTable(
         ("transformer.ln_f.weight", "final_norm.weight"),
         Row("transformer.ln_f.bias", "final_norm.bias", **_GPT2_BIAS),
         ("lm_head.weight", "lm_head.weight"),
+        ("score.weight", "lm_head.classifier.weight"),  # GPT2ForSequenceClassification
     ),
     ignore=(r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias",),
     optional_prefix="transformer.",
@@ -112,6 +114,7 @@ HF_LLAMA = NameTable(
         ("model.layers.{i}.mlp.down_proj.bias", "blocks.{i}.mlp.down.bias"),
         ("model.norm.weight", "final_norm.weight"),
         ("lm_head.weight", "lm_head.weight"),
+        ("score.weight", "lm_head.classifier.weight"),  # LlamaForSequenceClassification (and Mistral's, Qwen2's)
     ),
     ignore=(r".*rotary_emb\.inv_freq",),
 )
@@ -142,6 +145,72 @@ def _gguf_rows(q_order: tuple[str, ...], k_order: tuple[str, ...]) -> tuple[Row,
 # "neox" (half-split) rotary layout, which is ours, so its rows are stored as they are.
 GGUF_LLAMA = NameTable("GGUF llama", _gguf_rows(("unpermute_q",), ("unpermute_k",)))
 GGUF_QWEN2 = NameTable("GGUF qwen2", _gguf_rows((), ()))
+
+# Phi-3 stores q|k|v and gate|up already fused, in our row order; its rotary layout is ours, so
+# llama.cpp keeps the rows as they are (attn_qkv, and ffn_up holding gate|up).
+HF_PHI3 = NameTable(
+    "Hugging Face Phi-3",
+    _rows(
+        ("model.embed_tokens.weight", "tok_emb.weight"),
+        ("model.layers.{i}.input_layernorm.weight", "blocks.{i}.attn_norm.weight"),
+        ("model.layers.{i}.self_attn.qkv_proj.weight", "blocks.{i}.attn.qkv.weight"),
+        ("model.layers.{i}.self_attn.o_proj.weight", "blocks.{i}.attn.out.weight"),
+        ("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.mlp_norm.weight"),
+        ("model.layers.{i}.mlp.gate_up_proj.weight", "blocks.{i}.mlp.up.weight"),
+        ("model.layers.{i}.mlp.down_proj.weight", "blocks.{i}.mlp.down.weight"),
+        ("model.norm.weight", "final_norm.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+    ),
+    ignore=(r".*rotary_emb\.inv_freq",),
+)
+GGUF_PHI3 = NameTable(
+    "GGUF phi3",
+    _rows(
+        ("token_embd.weight", "tok_emb.weight"),
+        ("blk.{i}.attn_norm.weight", "blocks.{i}.attn_norm.weight"),
+        ("blk.{i}.attn_qkv.weight", "blocks.{i}.attn.qkv.weight"),
+        ("blk.{i}.attn_output.weight", "blocks.{i}.attn.out.weight"),
+        ("blk.{i}.ffn_norm.weight", "blocks.{i}.mlp_norm.weight"),
+        ("blk.{i}.ffn_up.weight", "blocks.{i}.mlp.up.weight"),
+        ("blk.{i}.ffn_down.weight", "blocks.{i}.mlp.down.weight"),
+        ("output_norm.weight", "final_norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ),
+)
+
+
+def _gemma_rows(prefix: str) -> tuple[Row, ...]:
+    """Gemma 2 and 3 under `prefix`: separate q/k/v and gate/up projections, four norms per layer
+    (input, post-attention, pre- and post-feedforward), Gemma 3's per-head q/k norms, every norm
+    scaling by 1 + w."""
+    layer, norm = f"{prefix}layers.{{i}}", ("add_one",)
+    return _rows(
+        (f"{prefix}embed_tokens.weight", "tok_emb.weight"),
+        *[(f"{layer}.self_attn.{part}_proj.weight", "blocks.{i}.attn.qkv.weight", part) for part in ("q", "k", "v")],
+        (f"{layer}.self_attn.o_proj.weight", "blocks.{i}.attn.out.weight"),
+        *[(f"{layer}.self_attn.{part}_norm.weight", f"blocks.{{i}}.attn.{part}_norm.weight", None, norm)
+          for part in ("q", "k")],
+        *[(f"{layer}.{source}.weight", f"blocks.{{i}}.{target}.weight", None, norm)
+          for source, target in (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "attn_post_norm"),
+                                 ("pre_feedforward_layernorm", "mlp_norm"),
+                                 ("post_feedforward_layernorm", "mlp_post_norm"))],
+        *[(f"{layer}.mlp.{part}_proj.weight", "blocks.{i}.mlp.up.weight", part) for part in ("gate", "up")],
+        (f"{layer}.mlp.down_proj.weight", "blocks.{i}.mlp.down.weight"),
+        (f"{prefix}norm.weight", "final_norm.weight", None, norm),
+    )
+
+
+HF_GEMMA = NameTable("Hugging Face Gemma 2/3", _gemma_rows("model.") + _rows(("lm_head.weight", "lm_head.weight")),
+                     ignore=(r".*rotary_emb\..*inv_freq",))
+# Gemma 3 with its vision tower (model_type "gemma3"): the text model's tensors, as transformers 5
+# saves them (model.language_model.*) or as the original files name them (language_model.model.*);
+# the vision tower and its projector are not a text model's.
+HF_GEMMA3_MULTIMODAL = NameTable(
+    "Hugging Face Gemma 3 (text model of)",
+    _gemma_rows("model.language_model.") + _gemma_rows("language_model.model.")
+    + _rows(("lm_head.weight", "lm_head.weight"), ("language_model.lm_head.weight", "lm_head.weight")),
+    ignore=(r"(model\.)?(vision_tower|multi_modal_projector)\..*", r".*rotary_emb\..*inv_freq"),
+)
 GGUF_GPT2 = NameTable(
     "GGUF gpt2",
     _rows(

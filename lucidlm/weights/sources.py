@@ -27,7 +27,7 @@ from ..tokenizer import tokenizer_from_dict
 from ..tokenizer.files import gguf_tokenizer_data, read_tokenizer_data
 from .checkpoint import FORMAT, VERSION
 from .gguf_model import config_from_gguf, gguf_table
-from .hf_config import HF_FAMILIES, config_from_hf
+from .hf_config import HF_FAMILIES, config_from_hf, label_names
 from .hf_folder import SafetensorsSource, eos_ids_from, max_seq_length, sentence_pooling
 from .name_tables import NameTable, Row
 from .row_blocks import QUANTIZABLE, RowBlocks
@@ -44,6 +44,7 @@ class Source:
     kind = ""
     config: Config
     table: NameTable | None = None
+    labels: dict[int, str] | None = None  # a classifier's label names (class id -> name), where the file has them
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -187,6 +188,8 @@ class HFFolderSource(SafetensorsFolder):
         changes = {**(family.heads(self.names) if family.heads else {}), **sentence_pooling(path)}
         if changes:
             self.config = self.config.replace(**changes)
+        names = label_names(self.data)
+        self.labels = names if self.config.head == "classify" and len(names or ()) == self.config.n_labels else None
 
     def tokenizer(self):
         tokenizer = self._tokenizer_with(eos_ids_from(self.path))
@@ -216,6 +219,11 @@ class CheckpointSource(SafetensorsFolder):
         if self.info.get("format") != FORMAT or self.version not in (1, VERSION):
             raise FormatError(f"{path / CHECKPOINT_FILE}: not a lucidlm checkpoint of version 1 or {VERSION}")
         self.config = Config.from_dict(self.info.get("config") or {})
+        labels = self.info.get("labels")  # a list: the name of class 0, 1, ...
+        if labels is not None and (not isinstance(labels, list) or len(labels) != self.config.n_labels
+                                   or not all(isinstance(n, str) for n in labels)):
+            raise FormatError(f"{path / CHECKPOINT_FILE}: labels must be a list of {self.config.n_labels} names")
+        self.labels = dict(enumerate(labels)) if labels is not None else None
 
     def read(self, name: str) -> torch.Tensor:
         tensor = super().read(name)
@@ -251,7 +259,7 @@ class AdapterSource(Source):
             self.base.close()
             raise FormatError(f"{path}: the adapter's base model is itself an adapter; merge that one first "
                               f"(lucidlm finetune --merge)")
-        self.config, self.table = self.base.config, self.base.table
+        self.config, self.table, self.labels = self.base.config, self.base.table, self.base.labels
 
     @property
     def names(self) -> list[str]:

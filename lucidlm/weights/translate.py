@@ -46,6 +46,8 @@ def _transform(t: torch.Tensor, transforms: tuple[str, ...], config: Config, inv
             t = torch.cat((t.new_zeros(2, *t.shape[1:]), t)) if inverse else t[2:]
         elif name == "flatten":
             t = t[None] if inverse else t.reshape(-1)
+        elif name == "add_one":  # a norm that scales by (1 + w) (Gemma) is ours with weight 1 + w
+            t = (t.float() - 1 if inverse else t.float() + 1).to(t.dtype)
         else:
             heads = config.n_heads if name == "unpermute_q" else config.n_kv_heads
             t = permute(t, heads) if inverse else unpermute(t, heads)
