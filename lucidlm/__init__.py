@@ -36,6 +36,11 @@ _EXPORTS = {
     "GenerationSettings": "lucidlm.generation",
     "make_sampler": "lucidlm.generation",
     "make_logits_processors": "lucidlm.generation",
+    # the Hugging Face way (lucidlm/hf/)
+    **{name: "lucidlm.hf" for name in (
+        "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM",
+        "AutoModelForSequenceClassification", "AutoModelForTextEncoding", "AutoTokenizer")},
+    "pipeline": "lucidlm.hf.pipelines",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lucidlm"
 LAYERS = ["errors", "files", "flags", "config", "default_model", "gguf_file", "hub", "locate", "tokenizer", "model",
-          "weights", "generation", "options", "look", "encode", "chat", "complete", "serve", "train", "evaluate", "translate", "ladder", "cli"]
+          "weights", "generation", "options", "look", "encode", "chat", "complete", "serve", "train", "evaluate", "translate", "ladder", "hf", "cli"]
 # Third-party packages slow enough to import that a module using them may be imported lazily.
 HEAVY = {"jinja2", "matplotlib", "tqdm", "huggingface_hub", "transformers"}
 

@@ -251,8 +251,10 @@ def wordpiece_json_data(data: dict[str, Any], origin: str) -> dict[str, Any]:
     for piece, i in vocab_map.items():
         pieces[i] = piece
     specials = {t["content"]: int(t["id"]) for t in data.get("added_tokens", []) if t.get("special")}
-    for text, i in specials.items():
-        if vocab_map.get(text, i) != i or not 0 <= i < len(pieces):
+    for text, i in sorted(specials.items(), key=lambda kv: kv[1]):
+        if text not in vocab_map and i == len(pieces):  # added after the vocabulary (add_special_tokens)
+            pieces.append(text)
+        elif vocab_map.get(text, i) != i or not 0 <= i < len(pieces):
             raise FormatError(f"{origin}: special token {text!r} has id {i}, which is another piece's")
     fields = {**_bert_config(Path(origin).parent), "special_tokens": specials,
               "prefix": model.get("continuing_subword_prefix", "##"),

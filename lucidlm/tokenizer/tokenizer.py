@@ -27,6 +27,7 @@ from .our_format import (ASCII_FORMAT, BPE_FORMAT, BYTE_FORMAT, CHAR_FORMAT, FOR
 from .word import WordTokenizer
 from .wordpiece import WordPieceTokenizer
 from .pretokenizer import PreTokenizer
+from .special_tokens import add_special_tokens
 
 CACHE_LIMIT = 1 << 18  # pieces; cleared when full, which real text reaches rarely
 
@@ -101,6 +102,9 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def __len__(self) -> int:
         return len(self.vocab)
 
     def token_id(self, text: str | None) -> int | None:
@@ -208,8 +212,10 @@ class Tokenizer:
             raise LucidError(f"token id {bad} is outside the vocabulary of {len(vocab)}")
         return b"".join([vocab[i] for i in ids])
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """Ids -> text. Invalid UTF-8 (a character cut between tokens) is replaced, at the end only."""
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
+        """Ids (or one id) -> text. Invalid UTF-8 (a character cut between tokens) is replaced, at
+        the end only."""
+        ids = [ids] if isinstance(ids, int) else ids
         if skip_special_tokens:
             ids = [i for i in ids if i not in self._special_ids]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
@@ -218,27 +224,23 @@ class Tokenizer:
 
     def add_special_tokens(self, tokens: dict[str, Any]) -> int:
         """Add special tokens, Hugging Face style: {"additional_special_tokens": [...], "pad_token":
-        "<pad>", ...}. Returns how many new ids were created (the model then needs
-        resize_token_embeddings(tokenizer.vocab_size))."""
-        added = 0
-        for key, value in tokens.items():
-            values = value if key == "additional_special_tokens" else [value]
-            if key not in ("additional_special_tokens", "bos_token", "eos_token", "pad_token", "unk_token"):
-                raise LucidError(f"unknown special token kind {key!r}")
-            for text in values:
-                if not isinstance(text, str) or not text:
-                    raise LucidError(f"a special token must be a non-empty string, got {text!r}")
-                if text not in self.special_tokens:
-                    existing = self.token_ids.get(text.encode("utf-8"))
-                    if existing is None:
-                        self.vocab.append(text.encode("utf-8"))
-                        existing = len(self.vocab) - 1
-                        added += 1
-                    self.special_tokens[text] = existing
-                if key != "additional_special_tokens":
-                    setattr(self, key, text)
+        "<pad>", "cls_token": ...}; a named kind becomes that attribute. Returns how many new ids
+        were created (the model then needs resize_token_embeddings(len(tokenizer)))."""
+        return add_special_tokens(self, tokens)
+
+    def add_special(self, text: str) -> bool:
+        """Make `text` a special token (a new id at the end, unless it is a token already); True
+        when a new id was made."""
+        if text in self.special_tokens:
+            return False
+        existing = self.token_ids.get(text.encode("utf-8"))
+        created = existing is None
+        if created:
+            self.vocab.append(text.encode("utf-8"))
+            existing = len(self.vocab) - 1
+        self.special_tokens[text] = existing
         self._build(self.merges)
-        return added
+        return created
 
     def chat_chunks(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
                     **kwargs: Any) -> list[tuple[str, bool]]:

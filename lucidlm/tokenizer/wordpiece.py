@@ -19,6 +19,7 @@ import regex
 from ..errors import FormatError, LucidError
 from .files import write_ours, write_vocab_txt, write_wordpiece_json
 from .our_format import FORMAT_VERSION, WORDPIECE_FORMAT
+from .special_tokens import add_special_tokens
 from .wordpiece_train import train_wordpiece_vocab
 
 ASCII_PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -133,6 +134,24 @@ class WordPieceTokenizer:
     def add_eos_token_ids(self, ids: Iterable[int]) -> None:
         pass  # an encoder does not generate
 
+    def add_special_tokens(self, tokens: dict[str, Any]) -> int:
+        """Hugging Face's add_special_tokens: {"mask_token": "<mask>", ...}; returns how many new
+        ids were made (the model then needs resize_token_embeddings(len(tokenizer)))."""
+        return add_special_tokens(self, tokens)
+
+    def add_special(self, text: str) -> bool:
+        """Make `text` a special token (a new id at the end unless it is a piece already); True
+        when a new id was made. A special token is matched whole in text, before lowercasing."""
+        if text in self.special_tokens:
+            return False
+        created = text not in self.ids
+        if created:
+            self.vocab.append(text)
+            self.ids[text] = len(self.vocab) - 1
+        self.special_tokens[text] = self.ids[text]
+        self._special_ids.add(self.ids[text])
+        return created
+
     # --- encoding ------------------------------------------------------------------------------
 
     def _word(self, word: str) -> list[int]:
@@ -246,10 +265,8 @@ class WordPieceTokenizer:
             if skip_special_tokens and i in self._special_ids:
                 continue
             piece = self.vocab[i]
-            if piece.startswith(self.prefix):
-                piece = piece[len(self.prefix):]  # continues the word before it
-            elif out:
-                piece = " " + piece
+            if out:  # as `tokenizers`: the first piece is left as it is, "##" and all
+                piece = piece[len(self.prefix):] if piece.startswith(self.prefix) else " " + piece
             for before, after in CLEANUP:  # per piece, as tokenizers does: " ' " never occurs in one
                 piece = piece.replace(before, after)
             out.append(piece)

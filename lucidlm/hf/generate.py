@@ -1,0 +1,145 @@
+"""transformers' `model.generate(...)` arguments mapped onto lucidlm's engine.
+
+Each row's real tokens (attention_mask 1) are its prompt; the engine continues all rows at once
+(greedy or sampled) and beam search takes one row at a time. The result is laid out as
+transformers lays it out: each row as it was given (padding included), then its new tokens, rows
+that ended early filled with pad_token_id. An encoder-decoder's rows start with the decoder's
+start token instead. Sampling draws from torch's global generator, so torch.manual_seed(n)
+repeats a run; it does not repeat transformers' draws, which come from other code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import LucidError
+from ..generation import TokenEngine, make_logits_processors, make_sampler
+from ..generation.beam import beam_search
+from ..generation.seq2seq import generate_seq2seq
+
+# transformers' arguments lucidlm reads; any other is refused by name, never silently ignored.
+KNOWN = ("max_new_tokens", "max_length", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "num_beams",
+         "repetition_penalty", "eos_token_id", "pad_token_id", "num_return_sequences", "length_penalty",
+         "early_stopping", "generation_config", "token_type_ids", "use_cache", "decoder_start_token_id",
+         "bos_token_id", "forced_eos_token_id", "output_scores", "return_dict_in_generate", "streamer")
+
+
+def _settings(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(KNOWN))
+    if unknown:
+        raise LucidError(f"unsupported generate argument(s): {', '.join(unknown)}")
+    if given.get("streamer") is not None or given.get("return_dict_in_generate") or given.get("output_scores"):
+        raise LucidError("streamer, output_scores and return_dict_in_generate are not supported: "
+                         "lucidlm.stream_generate streams text with each token's log-probabilities")
+    out = dict(defaults)
+    config = given.pop("generation_config", None)
+    if config is not None:  # a transformers GenerationConfig or a dict
+        out.update({k: v for k, v in (config if isinstance(config, dict) else vars(config)).items()
+                    if k in KNOWN and v is not None})
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def _ids(value: int | Sequence[int] | None) -> list[int]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else [int(v) for v in value]
+
+
+def _rows(input_ids, attention_mask, device) -> tuple[torch.Tensor, list[list[int]]]:
+    """The batch as given (B, T) and each row's real tokens."""
+    if input_ids is None:
+        raise LucidError("generate needs input_ids (the tokenized prompt)")
+    ids = torch.as_tensor(input_ids).to(device)
+    if ids.dim() == 1:
+        ids = ids[None]
+    if attention_mask is None:
+        return ids, ids.tolist()
+    mask = torch.as_tensor(attention_mask).to(device).bool()
+    if mask.shape != ids.shape:
+        raise LucidError(f"attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
+    return ids, [row[keep].tolist() for row, keep in zip(ids, mask)]
+
+
+def _sampler_and_processors(s: dict[str, Any], window: int):
+    sampler = make_sampler(temp=float(s["temperature"]), top_k=int(s["top_k"] or 0), top_p=float(s["top_p"])) \
+        if s["do_sample"] else None
+    # transformers' repetition penalty looks at every token so far, prompt included
+    processors = make_logits_processors(repetition_penalty=float(s["repetition_penalty"]),
+                                        window=window) if s["repetition_penalty"] != 1.0 else []
+    return sampler, processors
+
+
+def _laid_out(starts: list[list[int]], new: list[list[int]], pad: int, device) -> torch.Tensor:
+    width = max(len(a) + len(b) for a, b in zip(starts, new))
+    rows = [a + b + [pad] * (width - len(a) - len(b)) for a, b in zip(starts, new)]
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+def generate(model, defaults: dict[str, Any], input_ids=None, attention_mask=None, **given: Any) -> torch.Tensor:
+    s = _settings(defaults, given)
+    eos = _ids(s["eos_token_id"])
+    pad = s["pad_token_id"] if s["pad_token_id"] is not None else (eos[0] if eos else 0)
+    n_return, beams = int(s["num_return_sequences"]), int(s["num_beams"])
+    if n_return < 1 or beams < 1 or (beams > 1 and n_return > beams):
+        raise LucidError("num_return_sequences must be >= 1 (and at most num_beams with beam search)")
+    if beams > 1 and s["do_sample"]:
+        raise LucidError("beam search with sampling (do_sample=True, num_beams > 1) is not supported")
+    if s["do_sample"] and float(s["temperature"]) <= 0:
+        raise LucidError("do_sample=True needs a temperature > 0")
+    ids, prompts = _rows(input_ids, attention_mask, model.device)
+    if model.config.is_encoder_decoder:
+        return _seq2seq(model, s, prompts, eos, pad, beams, n_return)
+    given_rows = ids.tolist()
+    limit = int(s["max_new_tokens"]) if s["max_new_tokens"] is not None else int(s["max_length"]) - ids.shape[1]
+    if limit < 1:
+        raise LucidError(f"no room to generate: the prompt has {ids.shape[1]} tokens and max_length is "
+                         f"{s['max_length']} (pass max_new_tokens)")
+    if beams > 1:
+        new = []
+        for prompt in prompts:
+            found = beam_search(model, prompt, beams, limit, eos, float(s["length_penalty"]), s["early_stopping"])
+            new.extend(h.tokens for h in found[:n_return])
+        starts = [row for row in given_rows for _ in range(n_return)]
+        # subtle: transformers' beam search fills with `pad_token_id or eos_token_id[0]`, so a pad id
+        # of 0 fills with the end token; the same here, so the outputs are the same tensors
+        return _laid_out(starts, new, pad or (eos[0] if eos else pad), model.device)
+    prompts = [p for p in prompts for _ in range(n_return)]
+    starts = [row for row in given_rows for _ in range(n_return)]
+    sampler, processors = _sampler_and_processors(s, model.config.context_length)
+    if any(not p for p in prompts):
+        raise LucidError("a row of input_ids has no real token (its attention_mask is all 0)")
+    engine = TokenEngine(model, prompts, [sampler] * len(prompts), [processors] * len(prompts),
+                         [None] * len(prompts))
+    new: list[list[int]] = [[] for _ in prompts]
+    while engine.rows_running:
+        step = engine.step()
+        if not step:  # the context is full
+            break
+        for row, token, _ in step:
+            new[row].append(token)
+            if token in eos or len(new[row]) >= limit:
+                engine.finish(row)
+    return _laid_out(starts, new, pad, model.device)
+
+
+def _seq2seq(model, s: dict[str, Any], sources: list[list[int]], eos: list[int], pad: int, beams: int,
+             n_return: int) -> torch.Tensor:
+    """Each source's decoder output: the start token, then the generated tokens (transformers'
+    max_length counts the start token)."""
+    if n_return > 1 and beams == 1 and not s["do_sample"]:
+        raise LucidError("num_return_sequences > 1 needs do_sample=True or num_beams")
+    limit = int(s["max_new_tokens"]) if s["max_new_tokens"] is not None else int(s["max_length"]) - 1
+    start = model.config.decoder_start_token_id
+    sampler, _ = _sampler_and_processors(s, model.config.context_length)
+    if s["repetition_penalty"] != 1.0:
+        raise LucidError("repetition_penalty is not supported for encoder-decoders")
+    if beams > 1 and n_return > 1:
+        raise LucidError("num_return_sequences > 1 with beam search is not supported for encoder-decoders")
+    sources = [src for src in sources for _ in range(n_return)]
+    new = generate_seq2seq(model, sources, limit, eos, sampler=sampler, num_beams=beams,
+                           length_penalty=float(s["length_penalty"]), early_stopping=s["early_stopping"],
+                           forced_eos_token_id=s["forced_eos_token_id"], pad_id=pad)
+    return _laid_out([[start]] * len(new), new, pad, model.device)
