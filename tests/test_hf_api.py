@@ -11,6 +11,7 @@ import torch
 
 import lucidlm
 from lucidlm.errors import LucidError
+from lucidlm.hf import HFTokenizer
 from conftest import make_tiny_hf_model
 
 transformers = pytest.importorskip("transformers")
@@ -151,7 +152,7 @@ def test_chat_template_equals_transformers(tokenizers):
 def test_tokenizer_mistakes_are_one_line_errors(tokenizers):
     _, ours = tokenizers["smollm"]
     with pytest.raises(LucidError, match="padding token"):
-        lucidlm.hf.HFTokenizer(lucidlm.Tokenizer.train("abc abd", 260), "x")(["a", "a b c d"], padding=True)
+        HFTokenizer(lucidlm.Tokenizer.train("abc abd", 260), "x")(["a", "a b c d"], padding=True)
     with pytest.raises(LucidError, match="padding=True"):
         ours(["a", "a b c"], return_tensors="pt")
     with pytest.raises(LucidError, match="outside the vocabulary"):
@@ -273,9 +274,12 @@ def test_auto_config_and_model_facts(tiny_causal, hf_models):
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size"):
         assert getattr(config, key) == getattr(reference, key)
     assert config.lucid.d_model == reference.hidden_size
+    overridden = lucidlm.AutoConfig.from_pretrained(folder, num_labels=5)
+    assert overridden.num_labels == transformers.AutoConfig.from_pretrained(folder, num_labels=5).num_labels == 5
     _, ours = tiny_causal["llama"]
     assert ours.device.type == "cpu" and ours.dtype == torch.float32 and ours.can_generate()
-    assert ours.num_parameters() == sum(p.numel() for p in ours.parameters())
+    assert ours.num_parameters() == reference.hidden_size * 96 + sum(
+        p.numel() for name, p in ours.transformer.named_parameters() if "tok_emb" not in name)
 
 
 def test_loading_mistakes_are_one_line_errors(hf_models, minilm_path):
@@ -435,7 +439,7 @@ def tiny_translator(tmp_path_factory, shakespeare):
     model.generation_config.max_length = 16
     model.generation_config.num_beams = 1
     model.save_pretrained(folder)
-    lucidlm.hf.HFTokenizer(core).save_pretrained(folder)
+    HFTokenizer(core).save_pretrained(folder)
     return model, folder, core
 
 
@@ -472,3 +476,119 @@ def test_decoder_classifier_equals_transformers_and_a_new_head_is_made(hf_models
     fresh = lucidlm.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=4)
     assert fresh(ids, attention_mask=mask).logits.shape == (2, 4)
     assert fresh.config.id2label == {i: f"LABEL_{i}" for i in range(4)}
+
+
+# --- what notebooks also do: settings on the objects, the defaults, the odd argument ------------------
+
+@pytest.fixture(scope="module")
+def chat_folder(tmp_path_factory, tokenizers):
+    """A tiny random Llama over SmolLM2's 49,152 ids, with SmolLM2's tokenizer as transformers saves it."""
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    make_tiny_hf_model("llama", seed=7, vocab_size=49152).save_pretrained(folder)
+    tokenizers["smollm"][0].save_pretrained(folder)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    return folder, theirs
+
+
+def test_generation_settings_on_the_model_and_default_lengths_equal_transformers(chat_folder):
+    folder, theirs = chat_folder
+    ours = lucidlm.AutoModelForCausalLM.from_pretrained(folder)
+    prompt = torch.tensor([list(range(100, 122))])  # 22 tokens: more than transformers' old max_length of 20
+    assert ours.generate(prompt).tolist() == theirs.generate(prompt).tolist()  # 20 new tokens
+    assert ours.generate(prompt[:, :1]).shape == theirs.generate(prompt[:, :1]).shape == (1, 21)
+    for model in (ours, theirs):
+        model.generation_config.max_new_tokens = 3
+        model.generation_config.pad_token_id = 0
+    assert ours.generate(prompt).tolist() == theirs.generate(prompt).tolist() and ours.generate(prompt).shape[1] == 25
+    first = int(theirs.generate(prompt, max_new_tokens=1)[0, -1])
+    for options in (dict(min_new_tokens=4, eos_token_id=first, max_new_tokens=6),
+                    dict(forced_eos_token_id=5, eos_token_id=5, max_new_tokens=4), dict(max_length=25)):
+        assert ours.generate(prompt, **options).tolist() == theirs.generate(prompt, **options).tolist(), options
+    ours.config.pad_token_id = 7
+    assert ours.config["pad_token_id"] == 7
+    with pytest.raises(LucidError, match="num_return_sequences"):
+        ours.generate(prompt, num_return_sequences=2)
+
+
+def test_pipelines_on_a_chat_model_equal_transformers(chat_folder):
+    folder, _ = chat_folder
+    results = {}
+    for library in (transformers, lucidlm):
+        generator = library.pipeline("text-generation", model=str(folder), do_sample=False)
+        prefill = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Sure, here"}]
+        results[library.__name__] = (generator("Hello", max_length=6), generator(prefill, max_new_tokens=5),
+                                     generator("Hello", max_new_tokens=4, return_full_text=False))
+    assert results["lucidlm"] == results["transformers"]
+    assert results["lucidlm"][1][0]["generated_text"][-1]["content"].startswith("Sure, here")
+    with pytest.raises(LucidError, match="unsupported text-generation pipeline argument"):
+        lucidlm.pipeline("text-generation", model=str(folder), frobnicate=True)
+    model = lucidlm.pipeline("text-generation", model=str(folder), model_kwargs={"attn_implementation": "eager"})
+    assert not model.model.transformer.blocks[0].attn.fused
+    # a model with a head gives its head's output to feature-extraction, as in transformers
+    features = [library.pipeline("feature-extraction", model=library.AutoModelForCausalLM.from_pretrained(folder),
+                                 tokenizer=library.AutoTokenizer.from_pretrained(folder))("Hello there")
+                for library in (transformers, lucidlm)]
+    torch.testing.assert_close(torch.tensor(features[1]), torch.tensor(features[0]), atol=1e-4, rtol=1e-4)
+    assert torch.tensor(features[1]).shape[-1] == 49152
+
+
+def test_tokenizer_arguments_and_odd_inputs_as_transformers(tokenizers, minilm_path, tmp_path):
+    import numpy as np
+
+    theirs_m, ours_m = tokenizers["minilm"]
+    assert len(ours_m(["a", "b c"], padding="max_length").input_ids[0]) == \
+        len(theirs_m(["a", "b c"], padding="max_length").input_ids[0]) == 512
+    assert ours_m.decode(np.int64(7592)) == theirs_m.decode(np.int64(7592)) == "hello"
+    assert ours_m.decode(np.array([100, 200])) == theirs_m.decode(np.array([100, 200]))
+    assert ours_m.batch_decode([100, 200]) == theirs_m.batch_decode([100, 200])
+    features = [{"input_ids": [5, 6, 7]}, {"input_ids": [8]}]
+    assert plain(ours_m.pad(features, return_tensors="pt")) == plain(theirs_m.pad(features, return_tensors="pt"))
+    options = dict(pad_token="[UNK]", model_max_length=8, padding_side="left")
+    theirs = transformers.AutoTokenizer.from_pretrained(minilm_path, **options)
+    ours = lucidlm.AutoTokenizer.from_pretrained(minilm_path, **options)
+    text = "a fairly long sentence that is cut to eight tokens"
+    assert plain(ours([text, "x"], truncation=True, padding=True)) == plain(theirs([text, "x"], truncation=True,
+                                                                                  padding=True))
+    with pytest.raises(LucidError, match="unsupported tokenizer argument"):
+        lucidlm.AutoTokenizer.from_pretrained(minilm_path, do_lower_case=False)
+    with pytest.raises(LucidError, match="string or a list"):
+        ours_m(5)
+    (tmp_path / "outer").mkdir()
+    import shutil
+    shutil.copytree(minilm_path, tmp_path / "outer" / "sub")
+    assert lucidlm.AutoTokenizer.from_pretrained(tmp_path / "outer", subfolder="sub").encode("hi") == ours_m.encode("hi")
+    with pytest.raises(LucidError, match="revision"):
+        lucidlm.AutoTokenizer.from_pretrained(minilm_path, revision="v2")
+
+
+def test_a_tokenizer_that_adds_bos_saves_a_template_transformers_reads(shakespeare, tmp_path):
+    core = lucidlm.Tokenizer.train(shakespeare[:5000], 300, special_tokens=("<s>", "</s>"), eos_token="</s>")
+    core.bos_token, core.add_bos_token = "<s>", True
+    HFTokenizer(core).save_pretrained(tmp_path)
+    theirs, ours = transformers.AutoTokenizer.from_pretrained(tmp_path), lucidlm.AutoTokenizer.from_pretrained(tmp_path)
+    for text in ("To be", "or not"):
+        assert ours.encode(text) == theirs.encode(text) == [core.bos_token_id] + core.encode(text)
+    assert ours.encode("To be", "or not") == theirs.encode("To be", "or not")
+
+
+def test_model_outputs_and_classifier_heads_refuse_what_transformers_refuses(hf_models, tmp_path):
+    from conftest import tiny_hf_config
+
+    _, folder = hf_models["llama"]
+    out = lucidlm.AutoModelForCausalLM.from_pretrained(folder)(torch.tensor([[1, 2, 3]]))
+    assert out.loss is None and out.hidden_states is None
+    with pytest.raises(AttributeError):
+        out.logit
+    torch.manual_seed(6)
+    transformers.LlamaForSequenceClassification(tiny_hf_config("llama", num_labels=3, pad_token_id=0)).save_pretrained(
+        tmp_path / "cls")
+    with pytest.raises(LucidError, match="ignore_mismatched_sizes"):
+        lucidlm.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls", num_labels=5)
+    fresh = lucidlm.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls", num_labels=5,
+                                                                       ignore_mismatched_sizes=True)
+    assert fresh(torch.tensor([[4, 5, 0, 0]])).logits.shape == (1, 5)
+    reference = transformers.LlamaForSequenceClassification.from_pretrained(tmp_path / "cls").eval()
+    ours = lucidlm.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
+    padded_row = torch.tensor([[4, 5, 9, 0, 0]])  # no mask: both find the end from the pad id
+    with torch.no_grad():
+        torch.testing.assert_close(ours(padded_row).logits, reference(padded_row).logits, atol=1e-5, rtol=1e-5)

@@ -26,8 +26,8 @@ from .model import HFModel
 from .paths import model_path
 
 # Arguments transformers' from_pretrained takes that do not change what lucidlm computes.
-HARMLESS = ("trust_remote_code", "revision", "cache_dir", "token", "local_files_only", "low_cpu_mem_usage",
-            "force_download", "use_safetensors", "subfolder", "resume_download", "proxies", "output_loading_info")
+HARMLESS = ("trust_remote_code", "cache_dir", "token", "local_files_only", "low_cpu_mem_usage",
+            "force_download", "use_safetensors", "resume_download", "proxies")
 ATTENTION = {"eager": False, "sdpa": True, None: True}  # -> the fused kernel or not
 
 
@@ -81,17 +81,19 @@ class AutoModelBase:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *args: Any, torch_dtype: Any = None, dtype: Any = None,
                         device_map: Any = None, attn_implementation: str | None = None,
-                        gguf_file: str | None = None, num_labels: int | None = None,
-                        id2label: dict | None = None, label2id: dict | None = None, **kwargs: Any) -> HFModel:
+                        gguf_file: str | None = None, subfolder: str | None = None, revision: str | None = None,
+                        num_labels: int | None = None, id2label: dict | None = None, label2id: dict | None = None,
+                        ignore_mismatched_sizes: bool = False, **kwargs: Any) -> HFModel:
         unknown = sorted(set(kwargs) - set(HARMLESS))
         if args or unknown:
             raise LucidError(f"unsupported from_pretrained argument(s): {', '.join(unknown) or 'positional ones'}")
         if attn_implementation not in ATTENTION:
             raise LucidError(f"attn_implementation={attn_implementation!r}: lucidlm has 'eager' and 'sdpa'")
-        where = model_path(path, gguf_file)
+        where = model_path(path, gguf_file, subfolder, revision)
         compute = resolve_dtype(dtype if dtype is not None else torch_dtype, where)
         transformer, tokenizer = load(where, dtype=compute, device=resolve_device(device_map))
-        transformer = cls.adapt(transformer, num_labels=num_labels, id2label=id2label)
+        transformer = cls.adapt(transformer, num_labels=num_labels, id2label=id2label,
+                                ignore_mismatched_sizes=ignore_mismatched_sizes)
         transformer.set_fused_attention(ATTENTION[attn_implementation])
         folder = Path(transformer.source)
         return HFModel(transformer, cls.task, tokenizer, folder if folder.is_dir() else None, str(path)).eval()
@@ -154,13 +156,18 @@ class AutoModelForSequenceClassification(AutoModelBase):
     task = "sequence-classification"
 
     @classmethod
-    def adapt(cls, transformer, num_labels: int | None = None, id2label: dict | None = None, **options: Any):
+    def adapt(cls, transformer, num_labels: int | None = None, id2label: dict | None = None,
+              ignore_mismatched_sizes: bool = False, **options: Any):
         labels = {int(k): v for k, v in id2label.items()} if id2label else None
         wanted = num_labels or (len(labels) if labels else None)
-        if transformer.config.head == "classify" and (wanted is None or wanted == transformer.config.n_labels):
-            if labels:
-                transformer.labels = labels
-            return transformer
+        if transformer.config.head == "classify":
+            if wanted is None or wanted == transformer.config.n_labels:
+                if labels:
+                    transformer.labels = labels
+                return transformer
+            if not ignore_mismatched_sizes:  # as transformers: a trained head is not thrown away unasked
+                raise LucidError(f"{transformer.source} classifies into {transformer.config.n_labels} labels, not "
+                                 f"{wanted}: pass ignore_mismatched_sizes=True for a new, untrained head")
         return with_classifier_head(transformer, wanted or 2, labels)
 
 

@@ -30,11 +30,6 @@ GENERATION_DEFAULTS = dict(max_length=20, do_sample=False, num_beams=1, temperat
 class HFConfig(AttributeDict):
     """config.json's fields as attributes; `lucid` is the Config lucidlm runs."""
 
-    def __getattr__(self, name: str) -> Any:
-        if name in self:
-            return self[name]
-        raise AttributeError(f"this config has no {name!r}")
-
     @property
     def lucid(self) -> Config:
         return self["_lucid"]
@@ -106,8 +101,12 @@ class AutoConfig:
         raise LucidError("AutoConfig is not built directly: use AutoConfig.from_pretrained(path)")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, gguf_file: str | None = None,
-                        trust_remote_code: bool = False, **unused: Any) -> HFConfig:
-        where = model_path(path, gguf_file)
+    def from_pretrained(cls, path: str | os.PathLike, gguf_file: str | None = None, subfolder: str | None = None,
+                        revision: str | None = None, trust_remote_code: bool = False, **overrides: Any) -> HFConfig:
+        """The model's config; other keyword arguments override its fields (num_labels=5), as in
+        transformers. They describe: the model a from_pretrained loads follows its own files."""
+        where = model_path(path, gguf_file, subfolder, revision)
         with open_source(where) as source:
-            return hf_config(source.config, model_folder(str(source.path)))
+            config = hf_config(source.config, model_folder(str(source.path)))
+        config.update(overrides)
+        return config

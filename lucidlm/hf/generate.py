@@ -18,6 +18,7 @@ from ..errors import LucidError
 from ..generation import TokenEngine, make_logits_processors, make_sampler
 from ..generation.beam import beam_search
 from ..generation.seq2seq import generate_seq2seq
+from .config import GENERATION_DEFAULTS
 
 # transformers' arguments lucidlm reads; any other is refused by name, never silently ignored.
 KNOWN = ("max_new_tokens", "max_length", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "num_beams",
@@ -26,7 +27,9 @@ KNOWN = ("max_new_tokens", "max_length", "min_new_tokens", "do_sample", "tempera
          "bos_token_id", "forced_eos_token_id", "output_scores", "return_dict_in_generate", "streamer")
 
 
-def _settings(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+def _settings(defaults: dict[str, Any], explicit: set[str], given: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """The settings this call runs with, and which of them someone chose (the model's
+    generation_config.json, an assignment to model.generation_config, a GenerationConfig, an argument)."""
     unknown = sorted(set(given) - set(KNOWN))
     if unknown:
         raise LucidError(f"unsupported generate argument(s): {', '.join(unknown)}")
@@ -34,15 +37,46 @@ def _settings(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]
         raise LucidError("streamer, output_scores and return_dict_in_generate are not supported: "
                          "lucidlm.stream_generate streams text with each token's log-probabilities")
     out = dict(defaults)
+    chosen = set(explicit) | {k for k in GENERATION_DEFAULTS if defaults.get(k) != GENERATION_DEFAULTS[k]}
     config = given.pop("generation_config", None)
     if config is not None:  # a transformers GenerationConfig or a dict
-        out.update({k: v for k, v in (config if isinstance(config, dict) else vars(config)).items()
-                    if k in KNOWN and v is not None})
+        values = {k: v for k, v in (config if isinstance(config, dict) else vars(config)).items()
+                  if k in KNOWN and v is not None}
+        out.update(values)
+        chosen |= {k for k, v in values.items() if GENERATION_DEFAULTS.get(k) != v}
     out.update({k: v for k, v in given.items() if v is not None})
-    return out
+    chosen |= {k for k, v in given.items() if v is not None}
+    return out, chosen
 
 
-def _ids(value: int | Sequence[int] | None) -> list[int]:
+def _new_tokens(s: dict[str, Any], chosen: set[str], prompt_length: int, context: int) -> int:
+    """How many tokens to add: max_new_tokens; else max_length minus the prompt, where someone set
+    max_length; else transformers 5's default, 20 new tokens (within the context)."""
+    if s["max_new_tokens"] is not None:
+        return int(s["max_new_tokens"])
+    if "max_length" in chosen:
+        return int(s["max_length"]) - prompt_length
+    return min(20, context - prompt_length)
+
+
+def _ending(eos: list[int], min_new: int, forced_eos: int | None, limit: int, prompt_length: int):
+    """Logits processors for transformers' min_new_tokens (no end token before that many new ones)
+    and forced_eos_token_id (the end token forced at the last allowed step); `prompt_length` is the
+    row's, since a processor sees the prompt and the tokens so far."""
+    def process(history: list[int], logits: torch.Tensor) -> torch.Tensor:
+        made = len(history) - prompt_length
+        if made < min_new and eos:
+            logits = logits.clone()
+            logits[eos] = float("-inf")
+        if forced_eos is not None and made == limit - 1:
+            forced = torch.full_like(logits, float("-inf"))
+            forced[forced_eos] = 0.0
+            return forced
+        return logits
+    return process
+
+
+def token_ids(value: int | Sequence[int] | None) -> list[int]:
     if value is None:
         return []
     return [value] if isinstance(value, int) else [int(v) for v in value]
@@ -78,26 +112,40 @@ def _laid_out(starts: list[list[int]], new: list[list[int]], pad: int, device) -
     return torch.tensor(rows, dtype=torch.long, device=device)
 
 
-def generate(model, defaults: dict[str, Any], input_ids=None, attention_mask=None, **given: Any) -> torch.Tensor:
-    s = _settings(defaults, given)
-    eos = _ids(s["eos_token_id"])
+def generate(model, defaults: dict[str, Any], explicit: set[str], input_ids=None, attention_mask=None,
+             **given: Any) -> torch.Tensor:
+    s, chosen = _settings(defaults, explicit, given)
+    eos = token_ids(s["eos_token_id"])
     pad = s["pad_token_id"] if s["pad_token_id"] is not None else (eos[0] if eos else 0)
     n_return, beams = int(s["num_return_sequences"]), int(s["num_beams"])
     if n_return < 1 or beams < 1 or (beams > 1 and n_return > beams):
         raise LucidError("num_return_sequences must be >= 1 (and at most num_beams with beam search)")
+    if n_return > 1 and beams == 1 and not s["do_sample"]:
+        raise LucidError("greedy search gives one sequence per prompt: num_return_sequences > 1 needs "
+                         "do_sample=True or num_beams")
     if beams > 1 and s["do_sample"]:
         raise LucidError("beam search with sampling (do_sample=True, num_beams > 1) is not supported")
     if s["do_sample"] and float(s["temperature"]) <= 0:
         raise LucidError("do_sample=True needs a temperature > 0")
+    start = s.get("decoder_start_token_id")
+    if start is not None and start != model.config.decoder_start_token_id:
+        raise LucidError(f"decoder_start_token_id={start}: this model's decoder starts from "
+                         f"{model.config.decoder_start_token_id}, which lucidlm does not change")
+    min_new = int(s.get("min_new_tokens") or 0)
     ids, prompts = _rows(input_ids, attention_mask, model.device)
     if model.config.is_encoder_decoder:
-        return _seq2seq(model, s, prompts, eos, pad, beams, n_return)
+        return _seq2seq(model, s, chosen, prompts, eos, pad, beams, n_return, min_new)
     given_rows = ids.tolist()
-    limit = int(s["max_new_tokens"]) if s["max_new_tokens"] is not None else int(s["max_length"]) - ids.shape[1]
+    limit = _new_tokens(s, chosen, ids.shape[1], model.config.context_length)
     if limit < 1:
         raise LucidError(f"no room to generate: the prompt has {ids.shape[1]} tokens and max_length is "
                          f"{s['max_length']} (pass max_new_tokens)")
+    if any(not p for p in prompts):
+        raise LucidError("a row of input_ids has no real token (its attention_mask is all 0)")
+    forced = s["forced_eos_token_id"]
     if beams > 1:
+        if min_new or forced is not None:
+            raise LucidError("min_new_tokens and forced_eos_token_id are not supported with beam search")
         new = []
         for prompt in prompts:
             found = beam_search(model, prompt, beams, limit, eos, float(s["length_penalty"]), s["early_stopping"])
@@ -109,10 +157,9 @@ def generate(model, defaults: dict[str, Any], input_ids=None, attention_mask=Non
     prompts = [p for p in prompts for _ in range(n_return)]
     starts = [row for row in given_rows for _ in range(n_return)]
     sampler, processors = _sampler_and_processors(s, model.config.context_length)
-    if any(not p for p in prompts):
-        raise LucidError("a row of input_ids has no real token (its attention_mask is all 0)")
-    engine = TokenEngine(model, prompts, [sampler] * len(prompts), [processors] * len(prompts),
-                         [None] * len(prompts))
+    rows_processors = [processors + ([_ending(eos, min_new, forced, limit, len(p))] if min_new or forced is not None
+                                     else []) for p in prompts]
+    engine = TokenEngine(model, prompts, [sampler] * len(prompts), rows_processors, [None] * len(prompts))
     new: list[list[int]] = [[] for _ in prompts]
     while engine.rows_running:
         step = engine.step()
@@ -125,13 +172,13 @@ def generate(model, defaults: dict[str, Any], input_ids=None, attention_mask=Non
     return _laid_out(starts, new, pad, model.device)
 
 
-def _seq2seq(model, s: dict[str, Any], sources: list[list[int]], eos: list[int], pad: int, beams: int,
-             n_return: int) -> torch.Tensor:
+def _seq2seq(model, s: dict[str, Any], chosen: set[str], sources: list[list[int]], eos: list[int], pad: int,
+             beams: int, n_return: int, min_new: int) -> torch.Tensor:
     """Each source's decoder output: the start token, then the generated tokens (transformers'
     max_length counts the start token)."""
-    if n_return > 1 and beams == 1 and not s["do_sample"]:
-        raise LucidError("num_return_sequences > 1 needs do_sample=True or num_beams")
-    limit = int(s["max_new_tokens"]) if s["max_new_tokens"] is not None else int(s["max_length"]) - 1
+    if min_new:
+        raise LucidError("min_new_tokens is not supported for encoder-decoders")
+    limit = _new_tokens(s, chosen, 1, model.config.context_length)
     start = model.config.decoder_start_token_id
     sampler, _ = _sampler_and_processors(s, model.config.context_length)
     if s["repetition_penalty"] != 1.0:

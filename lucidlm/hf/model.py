@@ -93,6 +93,9 @@ class HFModel(nn.Module):
         if model.encoder is not None:
             return self._seq2seq(input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask,
                                  bool(output_hidden_states), bool(output_attentions))
+        pad = self.config.get("pad_token_id")
+        if self.task == "sequence-classification" and attention_mask is None and pad is not None and model.config.causal:
+            attention_mask = (input_ids != pad).long()  # transformers finds each text's end from the pad id
         if position_ids is None:  # transformers' forward: 0..T-1 along every row, padding or not
             position_ids = torch.arange(input_ids.shape[1], device=self.device).expand_as(input_ids)
         base = self.task in ("base", "text-encoding") or model.lm_head is None
@@ -173,7 +176,8 @@ class HFModel(nn.Module):
         if not self.can_generate():
             raise LucidError(f"this model ({self.task}) does not generate: load it with AutoModelForCausalLM "
                              f"or AutoModelForSeq2SeqLM")
-        return generate(self.transformer, self.generation_config, input_ids, attention_mask, **kwargs)
+        return generate(self.transformer, self.generation_config, self.generation_explicit, input_ids, attention_mask,
+                        **kwargs)
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
                                 **unused: Any) -> nn.Module:
@@ -183,7 +187,7 @@ class HFModel(nn.Module):
         if pad_to_multiple_of:
             n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
         self.transformer.resize_token_embeddings(n)
-        self.config["vocab_size"] = n
+        self.config.update(vocab_size=n, _lucid=self.transformer.config)
         return self.get_input_embeddings()
 
     def tie_weights(self) -> None:

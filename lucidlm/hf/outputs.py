@@ -18,6 +18,16 @@ class AttributeDict(dict):
         except KeyError:
             raise AttributeError(f"{type(self).__name__} has no {name!r}") from None
 
+    # `model.generation_config.max_new_tokens = 3` must change what generate() reads: the dict itself
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}") from None
+
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, (int, slice)):
             return list(self.values())[key]
@@ -38,6 +48,12 @@ class BatchEncoding(AttributeDict):
         return self
 
 
+# The fields transformers' model outputs may have; one not computed reads as None.
+OUTPUT_FIELDS = frozenset({"loss", "logits", "hidden_states", "attentions", "last_hidden_state", "pooler_output",
+                           "past_key_values", "decoder_hidden_states", "decoder_attentions", "cross_attentions",
+                           "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions"})
+
+
 class ModelOutput(AttributeDict):
     """logits / last_hidden_state, loss, hidden_states, attentions: only the ones computed, in
     transformers' order, so `outputs[0]` is the loss when labels were given and the logits otherwise."""
@@ -46,4 +62,6 @@ class ModelOutput(AttributeDict):
         super().__init__((k, v) for k, v in fields.items() if v is not None)
 
     def __getattr__(self, name: str) -> Any:
-        return self.get(name)  # as in transformers, a field not computed reads as None
+        if name in self or name not in OUTPUT_FIELDS:  # a typo (outputs.logit) is an error, as in transformers
+            return super().__getattr__(name)
+        return None

@@ -15,6 +15,7 @@ output structures and lucidlm's translate (each source ends with the end token).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import torch
@@ -25,6 +26,7 @@ from ..weights import default_model_path
 from .auto import (AutoModel, AutoModelBase, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
                    AutoModelForSequenceClassification)
 from .model import HFModel
+from .generate import KNOWN as GENERATE_ARGUMENTS, token_ids
 from .tokenizer import AutoTokenizer, HFTokenizer, as_hf_tokenizer
 
 # transformers 5's text-generation pipeline defaults, under the model's own generation_config.json
@@ -39,12 +41,20 @@ class Pipeline:
     auto: type[AutoModelBase] = AutoModel
     task = ""
 
+    options: tuple[str, ...] = ()  # the keyword arguments one() takes
+
     def __init__(self, model: HFModel, tokenizer: HFTokenizer, **defaults: Any) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.defaults = defaults
+        self.defaults = self.checked(defaults)
+
+    def checked(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise LucidError(f"unsupported {self.task} pipeline argument(s): {', '.join(unknown)}")
+        return options
 
     def __call__(self, inputs: Any, **kwargs: Any):
-        options = {**self.defaults, **kwargs}
+        options = {**self.defaults, **self.checked(kwargs)}
         if isinstance(inputs, (list, tuple)) and not self.is_one(inputs):
             return [self.one(x, **options) for x in inputs]
         return self.one(inputs, **options)
@@ -63,36 +73,45 @@ class Pipeline:
 
 class TextGenerationPipeline(Pipeline):
     auto, task = AutoModelForCausalLM, "text-generation"
+    options = ("return_full_text", "skip_special_tokens", "add_special_tokens", *GENERATE_ARGUMENTS)
 
     def is_one(self, inputs) -> bool:  # a chat is a list of messages
         return bool(inputs) and all(isinstance(m, dict) for m in inputs)
 
     def one(self, prompt: str | list[dict[str, Any]], return_full_text: bool = True, skip_special_tokens: bool = True,
             add_special_tokens: bool | None = None, **generate_options: Any) -> list[dict[str, Any]]:
-        chat = not isinstance(prompt, str)
+        chat, prefill = not isinstance(prompt, str), False
         if chat:
             if not self.is_one(prompt) or any("role" not in m or "content" not in m for m in prompt):
                 raise LucidError("a chat is a list of {'role': ..., 'content': ...} messages")
-            inputs = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_tensors="pt")
+            # as transformers: a chat that ends with the assistant's words is continued (a prefill)
+            prefill = prompt[-1]["role"] == "assistant"
+            inputs = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=not prefill,
+                                                        continue_final_message=prefill, return_tensors="pt")
         else:
             inputs = self.encode(prompt, **({} if add_special_tokens is None else
                                             {"add_special_tokens": add_special_tokens}))
         inputs = inputs.to(self.model.device)
         options = {k: v for k, v in TEXT_GENERATION_DEFAULTS.items() if k not in self.model.generation_explicit}
+        if "max_length" in generate_options:  # the caller's limit, not the pipeline's default
+            options.pop("max_new_tokens", None)
         options.update(generate_options)
         out = self.model.generate(inputs["input_ids"], inputs["attention_mask"], **options)
         start = inputs["input_ids"].shape[1]
         records = []
         for row in out:
             text = self.tokenizer.decode(self._real(row[start:]), skip_special_tokens=skip_special_tokens)
-            if return_full_text:
+            if return_full_text and chat and prefill:
+                last = dict(prompt[-1], content=prompt[-1]["content"] + text)
+                text = list(prompt[:-1]) + [last]
+            elif return_full_text:
                 text = list(prompt) + [{"role": "assistant", "content": text}] if chat else prompt + text
             records.append({"generated_text": text})
         return records
 
     def _real(self, new: torch.Tensor) -> list[int]:
         """The generated tokens up to the first end token (what follows is padding)."""
-        out, eos = [], set(_ids(self.model.generation_config.eos_token_id))
+        out, eos = [], set(token_ids(self.model.generation_config.eos_token_id))
         for token in new.tolist():
             out.append(token)
             if token in eos:
@@ -102,6 +121,7 @@ class TextGenerationPipeline(Pipeline):
 
 class FillMaskPipeline(Pipeline):
     auto, task = AutoModelForMaskedLM, "fill-mask"
+    options = ("top_k", "targets")
 
     def one(self, text: str, top_k: int = 5, targets: Sequence[str] | None = None):
         if targets is not None:
@@ -133,16 +153,18 @@ class FillMaskPipeline(Pipeline):
 
 class FeatureExtractionPipeline(Pipeline):
     auto, task = AutoModel, "feature-extraction"
+    options = ("return_tensors", "truncation")
 
     def one(self, text: str, return_tensors: bool = False, truncation: bool = True):
         inputs = self.encode(text, truncation=truncation)
         with torch.no_grad():
-            hidden = self.model(**inputs).last_hidden_state  # (1, T, C)
+            hidden = self.model(**inputs)[0]  # (1, T, C); a model with a head: its logits, as in transformers
         return hidden if return_tensors else hidden.tolist()
 
 
 class TextClassificationPipeline(Pipeline):
     auto, task = AutoModelForSequenceClassification, "text-classification"
+    options = ("top_k", "function_to_apply")
 
     def __call__(self, inputs: Any, **kwargs: Any):
         out = super().__call__(inputs, **kwargs)
@@ -170,6 +192,7 @@ class TextClassificationPipeline(Pipeline):
 class Text2TextPipeline(Pipeline):
     auto, task = AutoModelForSeq2SeqLM, "text2text-generation"
     key = "generated_text"
+    options = ("skip_special_tokens", *GENERATE_ARGUMENTS)
 
     def one(self, text: str, skip_special_tokens: bool = True, **generate_options: Any) -> list[dict[str, str]]:
         if not isinstance(text, str):
@@ -196,10 +219,6 @@ PIPELINES: dict[str, type[Pipeline]] = {
 }
 
 
-def _ids(value) -> list[int]:
-    return [] if value is None else [value] if isinstance(value, int) else list(value)
-
-
 def pipeline(task: str, model: Any = None, tokenizer: Any = None, device: Any = None, **kwargs: Any) -> Pipeline:
     """transformers' pipeline(): `model` is a path, a hub id, an HFModel from an Auto class or a
     model from lucidlm.load(); `tokenizer` likewise (default: the model's own). The other keyword
@@ -210,11 +229,13 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, device: Any = 
     if kind is None:
         raise LucidError(f"unknown pipeline task {task!r} (lucidlm has: {', '.join(PIPELINES)})")
     loading = {k: kwargs.pop(k) for k in LOADING if k in kwargs}
+    loading.update(kwargs.pop("model_kwargs", None) or {})  # transformers' from_pretrained arguments
+    kwargs.pop("batch_size", None)  # each input runs alone: transformers' batch_size=1 results
     if model is None:
         if kind is not TextGenerationPipeline:
             raise LucidError(f"the {task} pipeline needs a model (a path or a hub id)")
         model = str(default_model_path())
-    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+    if isinstance(model, (str, os.PathLike)):
         where = model
         model = kind.auto.from_pretrained(model, **loading)
         if tokenizer is None:
@@ -227,7 +248,7 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, device: Any = 
         raise LucidError(f"pipeline's model is a path, a hub id or a loaded model, got {type(model).__name__}")
     elif loading:
         raise LucidError(f"{', '.join(loading)}: loading arguments apply when the model is a path")
-    if isinstance(tokenizer, str):
+    if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     if tokenizer is None:
         raise LucidError("the pipeline needs the model's tokenizer: pass tokenizer=")

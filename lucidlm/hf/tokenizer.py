@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -36,6 +37,9 @@ PADDINGS = {True: "longest", "longest": "longest", "max_length": "max_length", F
             None: "do_not_pad", "do_not_pad": "do_not_pad"}
 # transformers' own spelling of "no limit" for model_max_length
 NO_LIMIT = int(1e30)
+# from_pretrained arguments that change nothing here
+TOKENIZER_HARMLESS = ("trust_remote_code", "use_fast", "cache_dir", "token", "local_files_only", "force_download",
+                      "legacy", "clean_up_tokenization_spaces")
 
 
 class HFTokenizer:
@@ -171,8 +175,8 @@ class HFTokenizer:
         tokenizer with segments), for one text (or pair) or a batch."""
         if unused:
             raise LucidError(f"unsupported tokenizer argument(s): {', '.join(sorted(unused))}")
-        if text is None:
-            raise LucidError("the tokenizer needs a text")
+        if not isinstance(text, (str, list, tuple)):
+            raise LucidError(f"the tokenizer takes a string or a list of strings, got {type(text).__name__}")
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         pairs = None if text_pair is None else [text_pair] if isinstance(text_pair, str) else list(text_pair)
@@ -219,7 +223,11 @@ class HFTokenizer:
         """Pad every (ids, types, mask) row to the longest (or max_length) on `side`."""
         if mode == "do_not_pad" or not rows:
             return rows
-        width = max(len(ids) for ids, _, _ in rows) if mode == "longest" or max_length is None else max_length
+        if mode == "max_length" and max_length is None:
+            if self.model_max_length >= NO_LIMIT:  # transformers pads to nothing it could name
+                return rows
+            max_length = self.model_max_length
+        width = max(len(ids) for ids, _, _ in rows) if mode == "longest" else max_length
         if multiple:
             width = -(-width // multiple) * multiple
         if any(len(ids) < width for ids, _, _ in rows) and self.pad_token_id is None:
@@ -246,8 +254,13 @@ class HFTokenizer:
     def pad(self, encoded: dict[str, Any], padding: bool | str = True, max_length: int | None = None,
             return_tensors: str | None = None) -> BatchEncoding:
         """Pad already tokenized rows ({"input_ids": [[...], ...]}), as a data collator does."""
-        ids = encoded["input_ids"]
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else [list(row) for row in ids]
+        if isinstance(encoded, (list, tuple)):  # a data collator's list of {"input_ids": [...]} features
+            if not all(isinstance(f, dict) and "input_ids" in f for f in encoded):
+                raise LucidError("pad takes {'input_ids': rows} or a list of {'input_ids': ids} features")
+            encoded = {"input_ids": [_id_list(f["input_ids"]) for f in encoded]}
+        if not isinstance(encoded, dict) or "input_ids" not in encoded:
+            raise LucidError("pad takes {'input_ids': rows} or a list of {'input_ids': ids} features")
+        ids = [list(row) for row in _id_list(encoded["input_ids"])]
         rows = self._pad([(row, [0] * len(row), [1] * len(row)) for row in ids], PADDINGS.get(padding, "longest"),
                          max_length, None, self.padding_side)
         out = BatchEncoding(input_ids=[r for r, _, _ in rows], attention_mask=[m for _, _, m in rows])
@@ -258,9 +271,8 @@ class HFTokenizer:
     def decode(self, ids: int | Sequence[int] | torch.Tensor, skip_special_tokens: bool = False,
                clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> str:
         """Ids (an int, a list or a 0-D/1-D tensor) -> text."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        ids = [ids] if isinstance(ids, int) else list(ids)
+        ids = _id_list(ids)
+        ids = [ids] if isinstance(ids, int) else ids
         if ids and not isinstance(ids[0], int):
             raise LucidError("decode takes one sequence of ids: use batch_decode for several")
         if skip_special_tokens:  # the tokenizer's special tokens and those named here
@@ -270,8 +282,9 @@ class HFTokenizer:
 
     def batch_decode(self, sequences: Iterable[Sequence[int]] | torch.Tensor, skip_special_tokens: bool = False,
                      **kwargs: Any) -> list[str]:
-        if isinstance(sequences, torch.Tensor):
-            sequences = sequences.tolist()
+        sequences = _id_list(sequences)
+        if sequences and isinstance(sequences[0], int):  # one flat sequence, as transformers 5 reads it
+            sequences = [sequences]
         return [self.decode(s, skip_special_tokens=skip_special_tokens, **kwargs) for s in sequences]
 
     # --- special tokens, chats, files ----------------------------------------------------------
@@ -300,13 +313,22 @@ class HFTokenizer:
                             add_generation_prompt: bool = False, return_tensors: str | None = None,
                             return_dict: bool = True, continue_final_message: bool = False, **kwargs: Any):
         """The conversation through the model's own template. tokenize=False: the string; else (as
-        transformers 5) a BatchEncoding, or the ids alone with return_dict=False."""
-        if continue_final_message:
-            raise LucidError("continue_final_message is not supported: end the conversation with a user turn")
+        transformers 5) a BatchEncoding, or the ids alone with return_dict=False.
+        continue_final_message: the text stops right after the last message's content, so the
+        model continues it (transformers cuts the rendered chat at that content's last occurrence)."""
         kwargs.pop("tokenizer_kwargs", None)
+        if not hasattr(self.tokenizer, "chat_chunks"):
+            raise LucidError("this tokenizer has no chat template (an encoder's WordPiece does not chat)")
+        if continue_final_message and add_generation_prompt:
+            raise LucidError("continue_final_message continues the last message: it takes no generation prompt")
+        chunks = self.tokenizer.chat_chunks(conversation, add_generation_prompt, **kwargs)
+        if continue_final_message:
+            chunks = _cut_after(chunks, (conversation[-1].get("content") or "").strip())
         if not tokenize:
-            return self.tokenizer.apply_chat_template(conversation, add_generation_prompt, tokenize=False, **kwargs)
-        ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt, tokenize=True, **kwargs)
+            return "".join(text for text, _ in chunks)
+        ids: list[int] = []
+        for text, special in chunks:  # the template's special tokens only: a message's text stays text
+            ids.extend([self.tokenizer.special_tokens[text]] if special else self.tokenizer.encode_ordinary(text))
         if not return_dict:
             return torch.tensor([ids]) if return_tensors == "pt" else ids
         out = BatchEncoding(input_ids=[ids], attention_mask=[[1] * len(ids)])
@@ -363,6 +385,33 @@ class HFTokenizer:
                 f"tokenizer={self.tokenizer!r})")
 
 
+def _cut_after(chunks: list[tuple[str, bool]], final: str) -> list[tuple[str, bool]]:
+    """The rendered chat's (text, is_special) chunks up to the end of the last occurrence of `final`
+    in the ordinary text."""
+    text = "".join(t for t, _ in chunks)
+    where = text.rfind(final) if final else -1
+    if where < 0:
+        raise LucidError("continue_final_message: the last message's content is not in the rendered chat")
+    end, out, at = where + len(final), [], 0
+    for chunk, special in chunks:
+        if at >= end:
+            break
+        out.append((chunk[:end - at], special) if not special else (chunk, special))
+        at += len(chunk)
+    return out
+
+
+def _id_list(ids: Any):
+    """An id, ids, or rows of ids as Python ints, from ints, lists, numpy arrays or tensors."""
+    if isinstance(ids, numbers.Integral):
+        return int(ids)
+    if hasattr(ids, "tolist"):  # a tensor or a numpy array (a 0-D one gives an int)
+        return ids.tolist()
+    if isinstance(ids, (list, tuple)):
+        return [_id_list(i) for i in ids]
+    raise LucidError(f"ids are ints, lists of ints or tensors, got {type(ids).__name__}")
+
+
 def as_hf_tokenizer(tokenizer, name_or_path: str = "") -> HFTokenizer:
     """Wrap one of lucidlm's tokenizers (an HFTokenizer passes through)."""
     return tokenizer if isinstance(tokenizer, HFTokenizer) else HFTokenizer(tokenizer, name_or_path)
@@ -376,12 +425,24 @@ class AutoTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *args: Any, gguf_file: str | None = None,
-                        trust_remote_code: bool = False, padding_side: str | None = None, **kwargs: Any) -> HFTokenizer:
+                        subfolder: str | None = None, revision: str | None = None, **kwargs: Any) -> HFTokenizer:
         """A model folder, a GGUF file (or folder + gguf_file=NAME), a tokenizer.json or a hub id.
-        trust_remote_code is accepted and changes nothing: lucidlm never runs code from a model."""
-        where = model_path(path, gguf_file)
+        Named special tokens (pad_token="..."), model_max_length, padding_side and truncation_side
+        override the files', as in transformers; trust_remote_code, use_fast and the hub's cache
+        options change nothing (lucidlm never runs code from a model); any other is refused."""
+        settings = {k: kwargs.pop(k) for k in (*SPECIAL_KINDS, "model_max_length", "padding_side",
+                                               "truncation_side") if k in kwargs}
+        unknown = sorted(set(kwargs) - set(TOKENIZER_HARMLESS))
+        if args or unknown:
+            raise LucidError(f"unsupported tokenizer argument(s): {', '.join(unknown) or 'positional ones'}")
+        where = model_path(path, gguf_file, subfolder, revision)
         tokenizer = as_hf_tokenizer(load_tokenizer(where), str(path))
         tokenizer.read_config(Path(where) if Path(where).is_dir() else Path(where).parent)
-        if padding_side is not None:
-            tokenizer.padding_side = padding_side
+        for key, value in settings.items():
+            if key in SPECIAL_KINDS and value is not None:
+                tokenizer.add_special_tokens({key: value})
+            elif key in ("padding_side", "truncation_side") and value not in ("left", "right"):
+                raise LucidError(f"{key} must be 'left' or 'right', got {value!r}")
+            else:
+                setattr(tokenizer, key, value)
         return tokenizer

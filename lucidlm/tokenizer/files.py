@@ -431,6 +431,19 @@ def write_ours(tok, directory: str | os.PathLike) -> None:
         write_atomic(directory / OUR_VOCAB_FILE, "\n".join(lines) + "\n")
 
 
+def _bos_template(tok) -> dict[str, Any] | None:
+    """A tokenizer that starts every text with BOS says so in its template, which is what
+    `tokenizers` and transformers 5 read (they ignore tokenizer_config's add_bos_token)."""
+    if not tok.add_bos_token or tok.bos_token_id is None:
+        return None
+    bos = {"SpecialToken": {"id": tok.bos_token, "type_id": 0}}
+    return {"type": "TemplateProcessing", "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": tok.bos_token, "type_id": 1}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {tok.bos_token: {"id": tok.bos_token, "ids": [tok.bos_token_id],
+                                               "tokens": [tok.bos_token]}}}
+
+
 def write_tokenizer_json(tok, path: str | os.PathLike) -> None:
     """Write tokenizer.json (and tokenizer_config.json beside it) that `tokenizers` and
     transformers load with the same ids as ours."""
@@ -450,7 +463,7 @@ def write_tokenizer_json(tok, path: str | os.PathLike) -> None:
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": steps + [
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
-        "post_processor": None,
+        "post_processor": _bos_template(tok),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
