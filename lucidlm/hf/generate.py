@@ -143,23 +143,27 @@ def generate(model, defaults: dict[str, Any], explicit: set[str], input_ids=None
     if any(not p for p in prompts):
         raise LucidError("a row of input_ids has no real token (its attention_mask is all 0)")
     forced = s["forced_eos_token_id"]
+    starts = [row for row in given_rows for _ in range(n_return)]
     if beams > 1:
         if min_new or forced is not None:
             raise LucidError("min_new_tokens and forced_eos_token_id are not supported with beam search")
-        new = []
-        for prompt in prompts:
-            found = beam_search(model, prompt, beams, limit, eos, float(s["length_penalty"]), s["early_stopping"])
-            new.extend(h.tokens for h in found[:n_return])
-        starts = [row for row in given_rows for _ in range(n_return)]
+        new = [h.tokens for prompt in prompts
+               for h in beam_search(model, prompt, beams, limit, eos, float(s["length_penalty"]),
+                                    s["early_stopping"])[:n_return]]
         # subtle: transformers' beam search fills with `pad_token_id or eos_token_id[0]`, so a pad id
         # of 0 fills with the end token; the same here, so the outputs are the same tensors
         return _laid_out(starts, new, pad or (eos[0] if eos else pad), model.device)
     prompts = [p for p in prompts for _ in range(n_return)]
-    starts = [row for row in given_rows for _ in range(n_return)]
     sampler, processors = _sampler_and_processors(s, model.config.context_length)
-    rows_processors = [processors + ([_ending(eos, min_new, forced, limit, len(p))] if min_new or forced is not None
-                                     else []) for p in prompts]
-    engine = TokenEngine(model, prompts, [sampler] * len(prompts), rows_processors, [None] * len(prompts))
+    per_row = [processors + ([_ending(eos, min_new, forced, limit, len(p))] if min_new or forced is not None else [])
+               for p in prompts]
+    return _laid_out(starts, _continued(model, prompts, sampler, per_row, eos, limit), pad, model.device)
+
+
+def _continued(model, prompts: list[list[int]], sampler, processors: list[list], eos: list[int],
+               limit: int) -> list[list[int]]:
+    """Every prompt's new tokens from one engine: up to an end token, `limit` tokens or the context's end."""
+    engine = TokenEngine(model, prompts, [sampler] * len(prompts), processors, [None] * len(prompts))
     new: list[list[int]] = [[] for _ in prompts]
     while engine.rows_running:
         step = engine.step()
@@ -169,7 +173,7 @@ def generate(model, defaults: dict[str, Any], explicit: set[str], input_ids=None
             new[row].append(token)
             if token in eos or len(new[row]) >= limit:
                 engine.finish(row)
-    return _laid_out(starts, new, pad, model.device)
+    return new
 
 
 def _seq2seq(model, s: dict[str, Any], chosen: set[str], sources: list[list[int]], eos: list[int], pad: int,
