@@ -225,7 +225,7 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, device: Any = 
     arguments are loading arguments (dtype, device_map, ...) or defaults for every call
     (max_new_tokens, do_sample, return_full_text, top_k, ...). text-generation with no model runs
     lucidlm's default model."""
-    kind = PIPELINES.get("translation" if task.startswith("translation_") else task)
+    kind = PIPELINES.get("translation" if str(task).startswith("translation_") else task)
     if kind is None:
         raise LucidError(f"unknown pipeline task {task!r} (lucidlm has: {', '.join(PIPELINES)})")
     loading = {k: kwargs.pop(k) for k in LOADING if k in kwargs}
@@ -239,7 +239,8 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, device: Any = 
         where = model
         model = kind.auto.from_pretrained(model, **loading)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=loading.get("gguf_file"))
+            tokenizer = AutoTokenizer.from_pretrained(where, **{k: loading[k] for k in ("gguf_file", "subfolder", "revision")
+                                                                if k in loading})
     elif isinstance(model, Transformer):  # from lucidlm.load()
         core = getattr(model, "tokenizer", None)
         model = HFModel(model, kind.auto.task, core)
