@@ -31,16 +31,11 @@ def write_gguf(path: Path, arch: str = "llama", strings: dict[str, str] | None =
     return path
 
 
-def write_llama_gguf(path: Path, hf_model, qtype=None, tokenizer=None, pre: str = "gpt2",
-                     extra_tensors: dict | None = None, drop: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Write hf_model (a transformers Llama) as GGUF with matrices in `qtype`. Returns the weights
-    the file holds, dequantized, by Hugging Face name, so a test can build the exact reference."""
+def sized_writer(path, arch: str, c):
+    """A GGUFWriter for `arch` holding the sizes of the transformers config `c` (a Llama-like one)."""
     import gguf
-    from gguf.quants import dequantize, quantize
 
-    qtype = qtype or gguf.GGMLQuantizationType.F32
-    c = hf_model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(c.num_hidden_layers)
     writer.add_context_length(c.max_position_embeddings)
     writer.add_embedding_length(c.hidden_size)
@@ -50,6 +45,19 @@ def write_llama_gguf(path: Path, hf_model, qtype=None, tokenizer=None, pre: str 
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
     writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
     writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    return writer
+
+
+def write_llama_gguf(path: Path, hf_model, qtype=None, tokenizer=None, pre: str = "gpt2",
+                     extra_tensors: dict | None = None, drop: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Write hf_model (a transformers Llama) as GGUF with matrices in `qtype`. Returns the weights
+    the file holds, dequantized, by Hugging Face name, so a test can build the exact reference."""
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    qtype = qtype or gguf.GGMLQuantizationType.F32
+    c = hf_model.config
+    writer = sized_writer(path, "llama", c)
     if tokenizer is not None:
         from lucidlm.tokenizer.files import gguf_tokenizer_metadata
 

@@ -10,6 +10,7 @@ import lucidlm
 from lucidlm.errors import FormatError
 from lucidlm.generation import generate_tokens
 from lucidlm.weights.hf_config import config_from_hf
+from gguf_helpers import sized_writer
 
 pytestmark = pytest.mark.usefixtures("inference_only")
 
@@ -165,19 +166,8 @@ def test_the_new_mechanisms_survive_a_json_round_trip(saved):
 def write_phi3_gguf(path, hf_model) -> None:
     """hf_model as llama.cpp's Phi3MiniModel converter writes it: q|k|v and gate|up stay fused
     (attn_qkv, ffn_up), rows in Hugging Face order (phi3 rotates halves, as we do), float32."""
-    import gguf
-
     c = hf_model.config
-    writer = gguf.GGUFWriter(str(path), "phi3")
-    writer.add_context_length(c.max_position_embeddings)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_head_count(c.num_attention_heads)
-    writer.add_head_count_kv(c.num_key_value_heads)
-    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-    writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    writer = sized_writer(path, "phi3", c)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "lm_head.weight": "output.weight"}
     for i in range(c.num_hidden_layers):

@@ -21,12 +21,11 @@ from torch import nn
 
 from ..errors import LucidError
 from ..model import Transformer, probe
+from ..train.loss import IGNORE  # transformers' label too: no loss at this position
 from ..weights import export_hf
 from .config import generation_defaults, hf_config
 from .generate import generate
 from .outputs import ModelOutput
-
-IGNORE_INDEX = -100  # transformers' label for "no loss here" (padding, the prompt)
 
 # What each Auto class gives back from forward().
 TASKS = ("base", "causal-lm", "masked-lm", "seq2seq-lm", "sequence-classification", "text-encoding")
@@ -122,7 +121,7 @@ class HFModel(nn.Module):
         if self.task == "sequence-classification" and logits.shape[-1] == 1:
             return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                                           ignore_index=IGNORE_INDEX)
+                                           ignore_index=IGNORE)
 
     def _seq2seq(self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask,
                  output_hidden_states: bool, output_attentions: bool) -> ModelOutput:
@@ -148,12 +147,7 @@ class HFModel(nn.Module):
         if self.task == "base":
             return ModelOutput(last_hidden_state=hidden, **extras)
         logits = model.lm_head(hidden)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                               torch.as_tensor(labels, device=self.device).reshape(-1),
-                                               ignore_index=IGNORE_INDEX)
-        return ModelOutput(loss=loss, logits=logits, **extras)
+        return ModelOutput(loss=self._loss(logits, labels), logits=logits, **extras)
 
     def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
         """transformers' shift_tokens_right: the decoder reads the start token, then the labels
@@ -163,7 +157,7 @@ class HFModel(nn.Module):
         shifted = labels.new_full(labels.shape, pad)
         shifted[:, 1:] = labels[:, :-1]
         shifted[:, 0] = start
-        return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
+        return shifted.masked_fill(shifted == IGNORE, pad)
 
     # --- generation, surgery, files ------------------------------------------------------------
 

@@ -133,8 +133,8 @@ class RotaryEmbedding(nn.Module):
         # subtle: longrope picks one factor set per forward, from its furthest position, as
         # transformers (and Phi-3's own code) do; keys cached before the switch are stale after
         # it, and the engine recomputes them (Config.rope_switch_length).
-        long = (self.config.rope_scaling == "longrope" and not self.local
-                and needed > self.config.rope_original_context_length)
+        switch = self.config.rope_switch_length
+        long = not self.local and switch is not None and needed > switch
         if self.cos_table.shape[0] < needed or self.cos_table.device != positions.device or long != self.long:
             # Grow by doubling: a long context's full table would be memory most runs never use.
             self._build(max(needed, 2 * self.cos_table.shape[0], 256), positions.device, long)
