@@ -5,8 +5,11 @@ Both sides train rank-8 adapters on q, k, v, o, gate, up and down with AdamW on 
 lucidlm's instruction set (8 chat-rendered records, padded on the right, the loss on the answers
 only) and clip the gradient norm at 1.0, as `lucidlm finetune` does. Steps run in interleaved
 rounds so the machine's noise hits both alike. Two precisions: float32 throughout, and bfloat16
-autocast (what `lucidlm finetune` uses where the CPU computes in bfloat16 natively). Prints one
-JSON line: steps/s per side and precision, and lucidlm's ratio.
+autocast (what `lucidlm finetune` uses where the CPU computes in bfloat16 natively). lucidlm runs
+twice: as `lucidlm finetune` does, computing the rows' common beginning once per batch (the chat
+template's system prompt: 24 of each row's 49 tokens here; model/shared_prefix.py), and unshared,
+every row whole, token for token the work peft does. Prints one JSON line: steps/s per side and
+precision, and lucidlm's ratios.
 
     python bench/finetune.py [--rounds 4] [--steps 5] [--threads 2]
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import statistics
 import sys
@@ -28,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lucidlm.model.lora import LoRASettings, add_lora  # noqa: E402
+from lucidlm.model.shared_prefix import shared_prefix_length  # noqa: E402
 from lucidlm.train.conversations import Renderer  # noqa: E402
 from lucidlm.train.instruction_set import instruction_records  # noqa: E402
 from lucidlm.train.optimizer import make_optimizer  # noqa: E402
@@ -67,11 +72,12 @@ def update(model, optimizer, loss: torch.Tensor) -> float:
     return float(loss.detach())
 
 
-def lucidlm_step(model, optimizer):
+def lucidlm_step(model, optimizer, share: bool):
     def step(batch):
-        learn = batch["learn"][:, 1:]
-        # as InstructionTuning.loss: right padding needs no mask under the causal one
-        logits = model(batch["ids"][:, :-1], logits_for=learn)  # (N, V)
+        learn, inputs = batch["learn"][:, 1:], batch["ids"][:, :-1]
+        # as InstructionTuning.loss: right padding needs no mask under the causal one, and the
+        # rows' common beginning (the chat template's system prompt) is computed once
+        logits = model(inputs, logits_for=learn, shared_prefix=shared_prefix_length(inputs) if share else 0)
         return update(model, optimizer, F.cross_entropy(logits.float(), batch["ids"][:, 1:][learn]))
     return step
 
@@ -104,7 +110,12 @@ def main() -> None:
     theirs.train()
     trainable = (sum(p.numel() for p in ours.parameters() if p.requires_grad),
                  sum(p.numel() for p in theirs.parameters() if p.requires_grad))
-    sides = {"lucidlm": lucidlm_step(ours, make_optimizer(ours, LR, 0.0, (0.9, 0.999), torch.device("cpu"))),
+    # lucidlm twice: as `lucidlm finetune` runs, and without the shared prefix, which shows what
+    # computing the system prompt once per batch is worth (each with its own adapters and optimizer)
+    unshared = copy.deepcopy(ours)
+    sides = {"lucidlm": lucidlm_step(ours, make_optimizer(ours, LR, 0.0, (0.9, 0.999), torch.device("cpu")), True),
+             "lucidlm_unshared": lucidlm_step(unshared, make_optimizer(unshared, LR, 0.0, (0.9, 0.999),
+                                                                       torch.device("cpu")), False),
              "peft": peft_step(theirs, make_optimizer(theirs, LR, 0.0, (0.9, 0.999), torch.device("cpu")))}
     data = batches(tokenizer, args.rounds * args.steps + 1)
     precisions = {"fp32": contextlib.nullcontext, "bf16_autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
@@ -115,7 +126,7 @@ def main() -> None:
             with context():
                 first_loss[(name, precision)] = step(data[0])
         for r in range(args.rounds):
-            for name, step in (sides.items() if r % 2 == 0 else reversed(list(sides.items()))):
+            for name, step in (list(sides.items()) if r % 2 == 0 else reversed(list(sides.items()))):
                 tick = time.perf_counter()
                 with context():
                     for s in range(args.steps):
@@ -124,11 +135,13 @@ def main() -> None:
     result = {"bench": "finetune", "model": path.name, "threads": args.threads, "batch": BATCH,
               "rank": RANK, "targets": list(ROLES), "trainable": {"lucidlm": trainable[0], "peft": trainable[1]},
               "tokens_per_batch": int(data[1]["mask"].sum()),
+              "shared_prefix": shared_prefix_length(data[1]["ids"][:, :-1]),
               "first_loss": {f"{n}_{p}": round(v, 4) for (n, p), v in first_loss.items()}}
     for precision in precisions:
         rates = {name: 1.0 / statistics.median(seconds[(name, precision)]) for name in sides}
         result[f"{precision}_steps_per_s"] = {name: round(v, 3) for name, v in rates.items()}
         result[f"{precision}_ratio"] = round(rates["lucidlm"] / rates["peft"], 2)
+        result[f"{precision}_ratio_unshared"] = round(rates["lucidlm_unshared"] / rates["peft"], 2)
     print(json.dumps(result))
 
 

@@ -445,3 +445,35 @@ def test_right_padded_batches_give_the_same_logits_without_a_mask(tiny):
     mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]])
     with torch.no_grad():
         assert torch.equal(model(ids, attention_mask=mask)[mask.bool()], model(ids)[mask.bool()])
+
+
+def test_sft_computes_the_rows_common_beginning_once_with_the_same_loss_and_gradients(chat_model, monkeypatch):
+    """InstructionTuning.loss packs a batch around what its rows share (the chat template's opening);
+    the loss and the adapters' gradients are those of every row computed whole."""
+    from types import SimpleNamespace
+
+    from lucidlm.train import instruction_tuning
+    from lucidlm.train.instruction_tuning import Examples, InstructionTuning
+
+    folder, data = chat_model
+    model, tokenizer = load(folder, dtype="float32")
+    add_lora(model, LoRASettings(rank=4, alpha=8, roles=ALL_ROLES))
+    randomize_adapters(model)
+    objective = InstructionTuning(tokenizer, SimpleNamespace(prompt_format="chat", train_on_prompt=False))
+    examples = [objective.renderer.render(json.loads(line), "test") for line in data.read_text().splitlines()[:4]]
+    batch = Examples(examples, objective).batch(torch.arange(4), torch.Generator(), slice(None))
+    shared = instruction_tuning.shared_prefix_length(batch["inputs"])
+    assert tokenizer.decode(batch["inputs"][0, :shared].tolist()).startswith("<|im_start|>user\n")
+
+    def loss_and_gradients():
+        model.zero_grad(set_to_none=True)
+        loss = objective.loss(model, batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    packed_loss, packed_grads = loss_and_gradients()
+    monkeypatch.setattr(instruction_tuning, "shared_prefix_length", lambda ids: 0)
+    plain_loss, plain_grads = loss_and_gradients()
+    torch.testing.assert_close(packed_loss, plain_loss, atol=1e-6, rtol=1e-5)
+    for packed, plain in zip(packed_grads, plain_grads):
+        torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-4)

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from lucidlm import Config, KVCache, SlidingKVCache, Transformer
+from lucidlm.errors import LucidError
 from lucidlm.model import attention_mask, plain_attention
+from lucidlm.model.probe import probe
+from lucidlm.model.shared_prefix import shared_prefix_length
 
 
 
@@ -238,6 +241,58 @@ def test_training_under_cpu_bfloat16_autocast_takes_the_plain_path_with_the_same
     assert torch.isfinite(rounded).all()
     cosine = torch.nn.functional.cosine_similarity(exact, rounded, dim=0)
     assert cosine > 0.99, cosine
+
+
+def rows_with_a_common_beginning(prefix: int, rows: int = 3, length: int = 11) -> torch.Tensor:
+    """(rows, length) ids whose first `prefix` tokens are the same in every row, and the next differ."""
+    ids = torch.randint(0, 50, (rows, length))
+    ids[:, :prefix] = ids[0, :prefix]
+    ids[:, prefix] = torch.arange(rows)  # the rows part here
+    return ids
+
+
+@pytest.mark.parametrize("prefix", [1, 6])
+def test_a_shared_prefix_computed_once_gives_the_plain_forward_and_its_gradients(model, prefix):
+    """The batch packed around its common beginning (model/shared_prefix.py): logits, a loss on
+    some positions and every parameter's gradient as in the plain forward, in both attention paths."""
+    if model.config.position == "relative":
+        with pytest.raises(LucidError, match="relative position bias"):
+            model(rows_with_a_common_beginning(prefix), shared_prefix=prefix)
+        return
+    ids = rows_with_a_common_beginning(prefix)
+    assert shared_prefix_length(ids) == prefix
+    learn = torch.rand(ids.shape) < 0.5
+    learn[:, 0] = True  # prefix positions too: their outputs are the same in every row
+    for fused in (True, False):
+        model.set_fused_attention(fused)
+        results = []
+        for shared in (0, prefix):
+            model.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                logits = model(ids, shared_prefix=shared)
+                model(ids, logits_for=learn, shared_prefix=shared).logsumexp(-1).sum().backward()
+            results.append((logits, [p.grad for p in model.parameters()]))
+        (plain, plain_grads), (packed, packed_grads) = results
+        torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
+        for p_grad, s_grad in zip(plain_grads, packed_grads):
+            torch.testing.assert_close(s_grad, p_grad, atol=1e-4, rtol=1e-4)
+    model.set_fused_attention(True)
+
+
+def test_shared_prefix_length_and_its_refusals():
+    assert shared_prefix_length(rows_with_a_common_beginning(4)) == 4
+    assert shared_prefix_length(torch.tensor([[1, 2, 3]])) == 0  # one row: nothing to share
+    assert shared_prefix_length(torch.tensor([[1, 2, 3], [1, 2, 3]])) == 2  # each row keeps a token
+    assert shared_prefix_length(torch.tensor([[1, 2], [2, 2]])) == 0
+    model, ids = tiny(), rows_with_a_common_beginning(4)
+    with pytest.raises(LucidError, match="do not share their first 5"):
+        model(ids, shared_prefix=5)
+    with pytest.raises(LucidError, match="plain forward"):
+        model(ids, attention_mask=torch.ones_like(ids).index_fill_(1, torch.tensor([0]), 0), shared_prefix=4)
+    with pytest.raises(LucidError, match="plain forward"):
+        model(ids, cache=KVCache(model.config, batch_size=3), shared_prefix=4)
+    with probe(model, attention="all"), pytest.raises(LucidError, match="probe"):
+        model(ids, shared_prefix=4)
 
 
 def test_an_lm_head_with_a_bias_tied_or_not():

@@ -67,6 +67,8 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if context.cache is not None:
             k, v = context.cache.update(self.layer_index, k, v)  # (B, Hkv, S, D): past and new keys
+        if context.shared_prefix is not None:
+            return self.attend_shared(q, k, v, context)
         return self.attend(q, k, v, context.mask(self.window), context.position_bias)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask,
@@ -75,14 +77,33 @@ class Attention(nn.Module):
         B, H, T, D = q.shape
         for record in self.recorders:
             record(self, q, k, v, mask, position_bias)
+        y = self.heads_output(q, k, v, mask, position_bias)
+        return self.out(y.transpose(1, 2).reshape(B, T, H * D))  # (B, H, T, D) -> (B, T, C)
+
+    def attend_shared(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, context: ForwardContext) -> torch.Tensor:
+        """Attention over a batch packed around its shared prefix (shared_prefix.py): q, k, v
+        (1, heads, L, D) -> the output projection (1, L, C). The prefix attends to itself; each
+        row's rest attends to the prefix's keys and to its own."""
+        shared = context.shared_prefix
+        (q_prefix, q_rest), (k_prefix, k_rest), (v_prefix, v_rest) = (shared.split_heads(t) for t in (q, k, v))
+        prefix_mask, rest_mask = context.shared_masks(self.window)
+        prefix = self.heads_output(q_prefix, k_prefix, v_prefix, prefix_mask, None)  # (1, H, P, D)
+        rows = shared.rows
+        keys = torch.cat((k_prefix.expand(rows, -1, -1, -1), k_rest), dim=2)  # (B, Hkv, T, D)
+        values = torch.cat((v_prefix.expand(rows, -1, -1, -1), v_rest), dim=2)
+        rest = self.heads_output(q_rest, keys, values, rest_mask, None)  # (B, H, T - P, D)
+        y = shared.join_heads(prefix, rest)  # (1, L, H, D)
+        return self.out(y.flatten(2))
+
+    def heads_output(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask,
+                     position_bias: torch.Tensor | None) -> torch.Tensor:
+        """Each head's attention output (B, H, T, D), by the fused kernel or the plain path."""
         dropout = self.dropout if self.training else 0.0
         # The fused kernel cannot soft-cap the logits (tanh between the product and the softmax),
         # so a capped model takes the plain path.
         if self.fused and self.softcap is None and not self._plain_is_faster(q, k):
-            y = self._fused(q, k, v, mask, position_bias, dropout)
-        else:
-            y, _ = plain_attention(q, k, v, mask, position_bias, self.scale, dropout, self.softcap)
-        return self.out(y.transpose(1, 2).reshape(B, T, H * D))  # (B, H, T, D) -> (B, T, C)
+            return self._fused(q, k, v, mask, position_bias, dropout)
+        return plain_attention(q, k, v, mask, position_bias, self.scale, dropout, self.softcap)[0]
 
     def weights(self, q: torch.Tensor, k: torch.Tensor, mask: Mask,
                 position_bias: torch.Tensor | None) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 
 from .kv_cache import KVCache
 from .mask import Mask, mask_for
+from .shared_prefix import SharedPrefix
 
 
 class EncoderOutput(NamedTuple):
@@ -44,7 +45,9 @@ class ForwardContext:
     position_bias: torch.Tensor | None = None  # (B, H, T, S) relative position logits
     cache: KVCache | None = None
     encoder_output: EncoderOutput | None = None  # the source, for cross-attention
+    shared_prefix: SharedPrefix | None = None  # the batch packed around its common prefix (shared_prefix.py)
     _masks: dict[int | None, Mask] = field(default_factory=dict)
+    _shared_masks: dict[int | None, tuple[Mask, Mask]] = field(default_factory=dict)
 
     def rotary(self, sliding: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
         """cos, sin for a layer: sliding-window layers may rotate with a base of their own (Gemma 3)."""
@@ -55,3 +58,15 @@ class ForwardContext:
         if window not in self._masks:
             self._masks[window] = mask_for(self.positions, self.key_positions, self.key_valid, self.causal, window)
         return self._masks[window]
+
+    def shared_masks(self, window: int | None) -> tuple[Mask, Mask]:
+        """With a shared prefix, for layers with this window: what the prefix's tokens may see of
+        the prefix, and what each row's tokens after it (positions P..T-1) may see of that row's
+        keys (0..T-1), the same for every row."""
+        if window not in self._shared_masks:
+            shared = self.shared_prefix
+            keys = torch.arange(shared.row_length, device=self.positions.device)[None]
+            prefix = keys[:, :shared.length]
+            self._shared_masks[window] = (mask_for(prefix, prefix, None, self.causal, window),
+                                          mask_for(keys[:, shared.length:], keys, None, self.causal, window))
+        return self._shared_masks[window]

@@ -96,10 +96,13 @@ class LoRALinear(nn.Module):
         counter moves), so decoding a token does not rebuild it in every layer."""
         key = (dtype, *(p._version for p in self.lora_A.values()), *(p._version for p in self.lora_B.values()))
         if torch.is_grad_enabled() or self._factors is None or self._factors[0] != key:
-            a = torch.cat(list(self.lora_A.values()))  # (P r, in), parts in row order
-            # each B_p (rows, r) padded with zero rows above and below to (out, r), side by side: (out, P r)
-            b = torch.cat([F.pad(self.lora_B[part], (0, 0, start, self.out_features - stop))
-                           for part, (start, stop) in self.parts.items()], dim=1)
+            if len(self.parts) == 1 and next(iter(self.parts.values())) == (0, self.out_features):
+                a, b = next(iter(self.lora_A.values())), next(iter(self.lora_B.values()))  # a whole matrix: as they are
+            else:
+                a = torch.cat(list(self.lora_A.values()))  # (P r, in), parts in row order
+                # each B_p (rows, r) padded with zero rows above and below to (out, r), side by side: (out, P r)
+                b = torch.cat([F.pad(self.lora_B[part], (0, 0, start, self.out_features - stop))
+                               for part, (start, stop) in self.parts.items()], dim=1)
             pair = a.to(dtype), (b * self.scale).to(dtype)
             if torch.is_grad_enabled():  # a training step's pair belongs to its own graph
                 return pair

@@ -31,6 +31,7 @@ from .norm import make_norm
 from .position import (LearnedPositions, RelativePositionBias, RotaryEmbedding, SinusoidalPositions,
                        infer_positions)
 from .probe import probe
+from .shared_prefix import SharedPrefix
 
 
 class Block(nn.Module):
@@ -125,14 +126,19 @@ class Transformer(nn.Module):
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                cache: KVCache | None = None, positions: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None,
-               encoder_output: EncoderOutput | None = None) -> torch.Tensor:
+               encoder_output: EncoderOutput | None = None, shared_prefix: int = 0) -> torch.Tensor:
         """input_ids (B, T) -> hidden states (B, T, C), the final norm applied.
 
         attention_mask (B, T): 1 for real tokens, 0 for padding (left or right). cache: past keys
         and values; the new tokens are appended to it. positions (B, T): by default real tokens
         are counted from the cache's next position. token_type_ids (B, T): segments (default 0).
         encoder_output: an encoder-decoder's source, from encode_source (default: the cache's).
+        shared_prefix: how many leading tokens every row has in common (shared_prefix_length),
+        computed once instead of once per row; a plain causal forward only (training, scoring).
         """
+        if shared_prefix:
+            return self._hidden_shared(input_ids, SharedPrefix(shared_prefix, *input_ids.shape),
+                                       attention_mask, cache, positions, token_type_ids, encoder_output)
         valid = padding_of(input_ids, attention_mask)  # (B, T) bool, or None: no padding
         if positions is None:
             positions = infer_positions(input_ids, valid, cache)
@@ -151,6 +157,26 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.commit()
         return self.final_norm(x)
+
+    def _hidden_shared(self, input_ids: torch.Tensor, shared: SharedPrefix, *others) -> torch.Tensor:
+        """hidden() for a batch packed around its shared prefix: (B, T) -> (B, T, C)."""
+        attention_mask = others[0]
+        if any(o is not None for o in others[1:]) or (attention_mask is not None and not bool(attention_mask.all())):
+            raise LucidError("a shared prefix goes with a plain forward: no padding mask, cache, positions, "
+                             "segments or source")
+        if not self.config.causal or self.encoder is not None or self.rel_bias is not None:
+            raise LucidError("a shared prefix needs a causal decoder without relative position bias")
+        if any(block.attn.recorders for block in self.blocks):
+            raise LucidError("a probe records attention in the unpacked layout: forward without a shared prefix")
+        if not 0 < shared.length < shared.row_length or bool((input_ids[:, :shared.length] != input_ids[:1, :shared.length]).any()):
+            raise LucidError(f"the rows do not share their first {shared.length} tokens")
+        ids, positions = shared.pack(input_ids)
+        context = self.forward_context(positions, None, None)
+        context.shared_prefix = shared
+        x = self.embed(ids, positions)  # (1, P + B (T - P), C)
+        for block in self.blocks:
+            x = block(x, context)
+        return shared.unpack(self.final_norm(x))
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -171,7 +197,8 @@ class Transformer(nn.Module):
                 cache: KVCache | None = None, positions: torch.Tensor | None = None,
                 return_attentions: bool = False, logits_for: str | torch.Tensor = "all",
                 token_type_ids: torch.Tensor | None = None, encoder_output: EncoderOutput | None = None,
-                source_ids: torch.Tensor | None = None, source_mask: torch.Tensor | None = None):
+                source_ids: torch.Tensor | None = None, source_mask: torch.Tensor | None = None,
+                shared_prefix: int = 0):
         """input_ids (B, T) -> the head's output: logits (B, T, V), or the hidden states (B, T, C)
         of a model without a head; arguments as for hidden().
 
@@ -180,11 +207,13 @@ class Transformer(nn.Module):
         return_attentions: also return each layer's attention weights (B, H, T, S), as
         recorded by a probe on every layer. source_ids (B, S) and source_mask: an encoder-decoder's
         source, encoded in this same forward (training: one call, as DistributedDataParallel needs).
+        shared_prefix: as for hidden(); the logits are the plain forward's.
         """
         if source_ids is not None:
             encoder_output = self.encode_source(source_ids, source_mask)
         with probe(self, attention="all") if return_attentions else nullcontext() as recorded:
-            x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids, encoder_output)
+            x = self.hidden(input_ids, attention_mask, cache, positions, token_type_ids, encoder_output,
+                            shared_prefix)
         if self.config.head == "classify":  # one token per row: the first, or the last real one (from the mask)
             logits = self.lm_head(x, attention_mask)  # (B, n_labels)
         else:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import LucidError
 from ..generation import generate, make_sampler
+from ..model.shared_prefix import shared_prefix_length
 from .conversations import Example, Renderer, render_file, split_examples
 from .data import Split, Windows
 
@@ -62,7 +63,9 @@ class InstructionTuning:
         # Only learned positions go through the LM head: prompts are often most of the tokens. No
         # attention mask: the padding is on the right, where the causal mask already keeps every
         # real token from seeing it, so the fused causal kernel serves (the same logits, exactly).
-        logits = model(batch["inputs"], logits_for=learn)  # (N, V)
+        # The rows' common beginning (a chat template's system prompt) is computed once.
+        inputs = batch["inputs"]
+        logits = model(inputs, logits_for=learn, shared_prefix=shared_prefix_length(inputs))  # (N, V)
         return F.cross_entropy(logits.float(), batch["targets"][learn]) * batch["share"]
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
