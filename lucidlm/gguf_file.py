@@ -34,6 +34,19 @@ _NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 
 STRING, ARRAY = 8, 9
 _U64 = struct.Struct("<Q")
 
+# ggml's tensor types (ggml.h): code -> (name, values per block, bytes per block), as gguf-py's
+# GGMLQuantizationType and GGML_QUANT_SIZES say (a test holds them equal). Written out because
+# importing gguf took 30-50 ms of the default model's load, which needs only these numbers.
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18)}
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -49,13 +62,10 @@ class TensorInfo:
 
 
 def quant_type_name(code: int) -> str:
-    from gguf import GGMLQuantizationType
+    return GGML_TYPES[code][0] if code in GGML_TYPES else f"type {code}"
 
-    try:
-        return GGMLQuantizationType(code).name
-    except ValueError:
-        return f"type {code}"
 
+_NUMPY_FLOATS = {0: "<f4", 1: "<f2"}  # F32, F16
 
 # The tensor types we dequantize (all through gguf.quants); anything else is a clear error.
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
@@ -198,8 +208,6 @@ class GGUFFile:
             raise FormatError(f"{self.path}: invalid general.alignment {alignment!r}")
         data_start = -(-cur.pos // alignment) * alignment
 
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
         # llama.cpp's rules: each tensor starts exactly where the previous one's data, padded to the
         # alignment, ends; so no two tensors overlap, none is misaligned, and a type change that
         # changes a tensor's size shows. (One that keeps it, F16 to BF16, passes here as in llama.cpp.)
@@ -208,10 +216,9 @@ class GGUFFile:
         for name, dims, type_code, offset in infos:
             if name in self.tensors:
                 raise FormatError(f"{self.path}: tensor {name} appears twice")
-            try:
-                block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(type_code)]
-            except (ValueError, KeyError):
-                raise FormatError(f"{self.path}: tensor {name} has unknown type code {type_code}") from None
+            if type_code not in GGML_TYPES:
+                raise FormatError(f"{self.path}: tensor {name} has unknown type code {type_code}")
+            _, block_size, type_size = GGML_TYPES[type_code]
             n_elements = math.prod(dims)  # Python ints: a lying shape cannot overflow
             if dims and dims[0] % block_size:
                 raise FormatError(f"{self.path}: tensor {name}: row of {dims[0]} values is not a whole "
@@ -228,15 +235,20 @@ class GGUFFile:
 
     def read(self, name: str) -> np.ndarray:
         """The tensor as a float32 numpy array of its logical shape (a copy, safe after close)."""
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-        from gguf.quants import dequantize
-
         info = self.tensors[name]
         if info.type_name not in SUPPORTED_TYPES:
             raise FormatError(f"{self.path}: tensor {name} uses {info.type_name}, which lucidlm cannot "
                               f"dequantize (supported: {', '.join(SUPPORTED_TYPES)})")
+        if info.type_code in _NUMPY_FLOATS:  # numpy reads these as they are: no gguf import (30-50 ms)
+            values = np.frombuffer(self._map, dtype=_NUMPY_FLOATS[info.type_code], count=math.prod(info.shape),
+                                   offset=info.offset).astype(np.float32)  # astype copies: safe after close
+            self._release(info.offset, info.n_bytes)
+            return values.reshape(info.shape)
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize
+
         qtype = GGMLQuantizationType(info.type_code)
-        block_size, type_size = GGML_QUANT_SIZES[qtype]
+        _, block_size, type_size = GGML_TYPES[info.type_code]
         raw = np.frombuffer(self._map, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
         byte_shape = (*info.shape[:-1], info.shape[-1] // block_size * type_size) if info.shape else (type_size,)
         with np.errstate(invalid="ignore", over="ignore"):  # a corrupt block gives NaN; the loader refuses it
@@ -252,10 +264,8 @@ class GGUFFile:
 
     def read_blocks(self, name: str) -> np.ndarray:
         """A 2-D tensor's raw blocks, undecoded: (rows, bytes per row) uint8 (a copy, safe after close)."""
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
         info = self.tensors[name]
-        block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(info.type_code)]
+        _, block_size, type_size = GGML_TYPES[info.type_code]
         rows, width = info.shape
         raw = np.frombuffer(self._map, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
         blocks = raw.reshape(rows, width // block_size * type_size).copy()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import lucidlm
 from lucidlm.errors import FormatError, LucidError
-from lucidlm.gguf_file import GGUFFile
+from lucidlm.gguf_file import GGML_TYPES, GGUFFile
 
 from conftest import make_tiny_hf_model
 from gguf_helpers import reference_with, write_gguf, write_llama_gguf
@@ -187,6 +187,14 @@ def test_unsupported_architecture_and_tensor_type(tiny_llama, tmp_path):
     iq = write_gguf(tmp_path / "iq.gguf", tensors={"w": (np.zeros((1, type_size), dtype=np.uint8), Q.IQ2_XXS)})
     with GGUFFile(iq) as f, pytest.raises(FormatError, match="tensor w uses IQ2_XXS"):
         f.read("w")
+
+
+def test_our_table_of_ggml_types_is_gguf_pys():
+    """gguf_file.GGML_TYPES spares the load gguf's import; its numbers must be llama.cpp's (a newer
+    gguf may know types this table does not: files using them are refused by name)."""
+    theirs = {int(t): (t.name, *gguf.GGML_QUANT_SIZES[t]) for t in Q}
+    assert {code: theirs.get(code) for code in GGML_TYPES} == GGML_TYPES
+    assert len(GGML_TYPES) >= 34  # every type of gguf 0.19, the newest when this was written
 
 
 def test_missing_and_unexpected_tensors_are_named(tiny_llama, tmp_path):
