@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lucidlm.model.lora import LoRASettings, add_lora  # noqa: E402
-from lucidlm.model.shared_prefix import shared_prefix_length  # noqa: E402
+from lucidlm.model.shared_prefix import prefix_to_share, shared_prefix_length  # noqa: E402
 from lucidlm.train.conversations import Renderer  # noqa: E402
 from lucidlm.train.instruction_set import instruction_records  # noqa: E402
 from lucidlm.train.optimizer import make_optimizer  # noqa: E402
@@ -77,7 +77,7 @@ def lucidlm_step(model, optimizer, share: bool):
         learn, inputs = batch["learn"][:, 1:], batch["ids"][:, :-1]
         # as InstructionTuning.loss: right padding needs no mask under the causal one, and the
         # rows' common beginning (the chat template's system prompt) is computed once
-        logits = model(inputs, logits_for=learn, shared_prefix=shared_prefix_length(inputs) if share else 0)
+        logits = model(inputs, logits_for=learn, shared_prefix=prefix_to_share(model, inputs) if share else 0)
         return update(model, optimizer, F.cross_entropy(logits.float(), batch["ids"][:, 1:][learn]))
     return step
 

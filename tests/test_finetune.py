@@ -462,8 +462,8 @@ def test_sft_computes_the_rows_common_beginning_once_with_the_same_loss_and_grad
     objective = InstructionTuning(tokenizer, SimpleNamespace(prompt_format="chat", train_on_prompt=False))
     examples = [objective.renderer.render(json.loads(line), "test") for line in data.read_text().splitlines()[:4]]
     batch = Examples(examples, objective).batch(torch.arange(4), torch.Generator(), slice(None))
-    shared = instruction_tuning.shared_prefix_length(batch["inputs"])
-    assert tokenizer.decode(batch["inputs"][0, :shared].tolist()).startswith("<|im_start|>user\n")
+    shared = instruction_tuning.prefix_to_share(model, batch["inputs"])
+    assert shared > 0 and tokenizer.decode(batch["inputs"][0, :shared].tolist()).startswith("<|im_start|>user\n")
 
     def loss_and_gradients():
         model.zero_grad(set_to_none=True)
@@ -472,7 +472,7 @@ def test_sft_computes_the_rows_common_beginning_once_with_the_same_loss_and_grad
         return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     packed_loss, packed_grads = loss_and_gradients()
-    monkeypatch.setattr(instruction_tuning, "shared_prefix_length", lambda ids: 0)
+    monkeypatch.setattr(instruction_tuning, "prefix_to_share", lambda model, ids: 0)
     plain_loss, plain_grads = loss_and_gradients()
     torch.testing.assert_close(packed_loss, plain_loss, atol=1e-6, rtol=1e-5)
     for packed, plain in zip(packed_grads, plain_grads):

@@ -8,7 +8,7 @@ from lucidlm import Config, KVCache, SlidingKVCache, Transformer
 from lucidlm.errors import LucidError
 from lucidlm.model import attention_mask, plain_attention
 from lucidlm.model.probe import probe
-from lucidlm.model.shared_prefix import shared_prefix_length
+from lucidlm.model.shared_prefix import prefix_to_share, shared_prefix_length
 
 
 
@@ -247,20 +247,14 @@ def rows_with_a_common_beginning(prefix: int, rows: int = 3, length: int = 11) -
     """(rows, length) ids whose first `prefix` tokens are the same in every row, and the next differ."""
     ids = torch.randint(0, 50, (rows, length))
     ids[:, :prefix] = ids[0, :prefix]
-    ids[:, prefix] = torch.arange(rows)  # the rows part here
+    if prefix < length:
+        ids[:, prefix] = torch.arange(rows)  # the rows part here
     return ids
 
 
-@pytest.mark.parametrize("prefix", [1, 6])
-def test_a_shared_prefix_computed_once_gives_the_plain_forward_and_its_gradients(model, prefix):
-    """The batch packed around its common beginning (model/shared_prefix.py): logits, a loss on
-    some positions and every parameter's gradient as in the plain forward, in both attention paths."""
-    if model.config.position == "relative":
-        with pytest.raises(LucidError, match="relative position bias"):
-            model(rows_with_a_common_beginning(prefix), shared_prefix=prefix)
-        return
-    ids = rows_with_a_common_beginning(prefix)
-    assert shared_prefix_length(ids) == prefix
+def assert_sharing_changes_nothing(model, ids: torch.Tensor, prefix: int) -> None:
+    """Logits, and every parameter's gradient of a loss on some positions (the prefix's among
+    them), with the prefix computed once equal those of the plain forward, in both attention paths."""
     learn = torch.rand(ids.shape) < 0.5
     learn[:, 0] = True  # prefix positions too: their outputs are the same in every row
     for fused in (True, False):
@@ -274,25 +268,73 @@ def test_a_shared_prefix_computed_once_gives_the_plain_forward_and_its_gradients
             results.append((logits, [p.grad for p in model.parameters()]))
         (plain, plain_grads), (packed, packed_grads) = results
         torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
-        for p_grad, s_grad in zip(plain_grads, packed_grads):
+        assert all(g is not None for g in plain_grads + packed_grads)
+        for p_grad, s_grad in zip(plain_grads, packed_grads, strict=True):
             torch.testing.assert_close(s_grad, p_grad, atol=1e-4, rtol=1e-4)
     model.set_fused_attention(True)
 
 
-def test_shared_prefix_length_and_its_refusals():
+@pytest.mark.parametrize("prefix", [1, 6])
+def test_a_shared_prefix_computed_once_gives_the_plain_forward_and_its_gradients(model, prefix):
+    """The batch packed around its common beginning (model/shared_prefix.py), every position kind."""
+    ids = rows_with_a_common_beginning(prefix)
+    if model.config.position == "relative":
+        with pytest.raises(LucidError, match="relative position bias"):
+            model(ids, shared_prefix=prefix)
+        assert prefix_to_share(model, ids) == 0  # so training takes the plain forward
+        return
+    assert shared_prefix_length(ids) == prefix
+    assert_sharing_changes_nothing(model, ids, prefix)
+
+
+SHARING_VARIANTS = {
+    # Gemma 2 and 3: capped attention (the plain path) and logits, sandwich norms, QK-norm, sliding
+    # layers with their own rotary base
+    "gemma": dict(attn_logit_softcap=5.0, final_logit_softcap=5.0, sandwich_norm=True, qk_norm=True,
+                  sliding_window=3, sliding_window_layers=(0,), rope_local_base=100.0),
+    # Phi-3: longrope (its long factors from position 8 on) on half of each head
+    "phi3": dict(rope_scaling="longrope", rope_original_context_length=8, rope_dim=4,
+                 rope_short_factors=(1.0, 2.0), rope_long_factors=(3.0, 5.0), rope_attention_factor=1.2),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(SHARING_VARIANTS))
+def test_a_shared_prefix_with_capping_qk_norm_local_rotary_and_longrope(variant):
+    model = tiny(**SHARING_VARIANTS[variant])
+    for prefix, ids in ((4, rows_with_a_common_beginning(4)),
+                        (10, rows_with_a_common_beginning(10)),  # T - 1: each row keeps one token
+                        (3, torch.tensor([[7, 8, 9, 1, 2, 3, 4, 0, 0, 0, 0],  # right padding, as SFT batches
+                                          [7, 8, 9, 5, 6, 0, 0, 0, 0, 0, 0],
+                                          [7, 8, 9, 2, 4, 6, 8, 1, 3, 5, 7]]))):
+        assert shared_prefix_length(ids) == prefix
+        assert_sharing_changes_nothing(model, ids, prefix)
+
+
+def test_shared_prefix_length_what_is_worth_sharing_and_the_refusals():
     assert shared_prefix_length(rows_with_a_common_beginning(4)) == 4
     assert shared_prefix_length(torch.tensor([[1, 2, 3]])) == 0  # one row: nothing to share
     assert shared_prefix_length(torch.tensor([[1, 2, 3], [1, 2, 3]])) == 2  # each row keeps a token
     assert shared_prefix_length(torch.tensor([[1, 2], [2, 2]])) == 0
-    model, ids = tiny(), rows_with_a_common_beginning(4)
+    model = tiny()
+    # 1 token of 11 shared by 3 rows saves 2 of 33 (6%): not worth the masked attention
+    assert prefix_to_share(model, rows_with_a_common_beginning(1)) == 0
+    assert prefix_to_share(model, rows_with_a_common_beginning(4)) == 4
+    ids = rows_with_a_common_beginning(4)
     with pytest.raises(LucidError, match="do not share their first 5"):
         model(ids, shared_prefix=5)
+    for wrong in (11, -1, True, 2.0):
+        with pytest.raises(LucidError, match="from 1 to 10"):
+            model(ids, shared_prefix=wrong)
     with pytest.raises(LucidError, match="plain forward"):
         model(ids, attention_mask=torch.ones_like(ids).index_fill_(1, torch.tensor([0]), 0), shared_prefix=4)
     with pytest.raises(LucidError, match="plain forward"):
         model(ids, cache=KVCache(model.config, batch_size=3), shared_prefix=4)
-    with probe(model, attention="all"), pytest.raises(LucidError, match="probe"):
-        model(ids, shared_prefix=4)
+    for watching in (dict(attention="all"), dict(hidden=True)):
+        with probe(model, **watching):
+            with pytest.raises(LucidError, match="probe"):
+                model(ids, shared_prefix=4)
+            assert prefix_to_share(model, ids) == 0
+    assert prefix_to_share(model, ids) == 4  # the probe is gone
 
 
 def test_an_lm_head_with_a_bias_tied_or_not():

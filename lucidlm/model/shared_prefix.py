@@ -69,3 +69,21 @@ def shared_prefix_length(input_ids: torch.Tensor) -> int:
     differs = (input_ids != input_ids[:1]).any(dim=0).nonzero()  # the columns where some row differs
     # T - 1 at most, so that every row keeps a token of its own
     return min(int(differs[0]) if len(differs) else T, T - 1)
+
+
+# A prefix is shared when that saves at least this fraction of the batch's tokens. Below it the
+# saving is small and the rows' attention costs more: their queries meet the prefix's keys through
+# an explicit mask, where the plain forward's causal kernel skips the upper triangle.
+WORTH_SHARING = 0.1
+
+
+def prefix_to_share(model, input_ids: torch.Tensor) -> int:
+    """The shared prefix a training forward of input_ids (B, T) should use: its length, or 0 when
+    the model cannot share one or sharing saves too little. CPU only: on CUDA, masked attention
+    with grouped key/value heads falls to the math kernel and its (T, T) weights (untested here)."""
+    core = getattr(model, "module", model)  # under DistributedDataParallel
+    if core.device.type != "cpu" or core.shared_prefix_refusal() is not None:
+        return 0
+    P = shared_prefix_length(input_ids)
+    B, T = input_ids.shape
+    return P if P * (B - 1) >= WORTH_SHARING * B * T else 0

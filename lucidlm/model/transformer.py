@@ -160,16 +160,19 @@ class Transformer(nn.Module):
 
     def _hidden_shared(self, input_ids: torch.Tensor, shared: SharedPrefix, *others) -> torch.Tensor:
         """hidden() for a batch packed around its shared prefix: (B, T) -> (B, T, C)."""
+        P, T = shared.length, shared.row_length
+        if isinstance(P, bool) or not isinstance(P, int) or not 0 < P < T:
+            raise LucidError(f"shared_prefix is a number of tokens from 1 to {T - 1}, each row keeping one "
+                             f"of its own (got {P!r})")
         attention_mask = others[0]
         if any(o is not None for o in others[1:]) or (attention_mask is not None and not bool(attention_mask.all())):
             raise LucidError("a shared prefix goes with a plain forward: no padding mask, cache, positions, "
                              "segments or source")
-        if not self.config.causal or self.encoder is not None or self.rel_bias is not None:
-            raise LucidError("a shared prefix needs a causal decoder without relative position bias")
-        if any(block.attn.recorders for block in self.blocks):
-            raise LucidError("a probe records attention in the unpacked layout: forward without a shared prefix")
-        if not 0 < shared.length < shared.row_length or bool((input_ids[:, :shared.length] != input_ids[:1, :shared.length]).any()):
-            raise LucidError(f"the rows do not share their first {shared.length} tokens")
+        refusal = self.shared_prefix_refusal()
+        if refusal:
+            raise LucidError(refusal)
+        if bool((input_ids[:, :P] != input_ids[:1, :P]).any()):
+            raise LucidError(f"the rows do not share their first {P} tokens")
         ids, positions = shared.pack(input_ids)
         context = self.forward_context(positions, None, None)
         context.shared_prefix = shared
@@ -177,6 +180,17 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, context)
         return shared.unpack(self.final_norm(x))
+
+    def shared_prefix_refusal(self) -> str | None:
+        """Why this model cannot compute a shared prefix once (see shared_prefix.py), or None."""
+        if not self.config.causal or self.encoder is not None:
+            return "a shared prefix needs a causal decoder: its rows' prefixes must not see what follows"
+        if self.rel_bias is not None:
+            return "a shared prefix needs absolute or rotary positions, not a relative position bias"
+        # a probe's attention recorders and its forward hooks would see the packed layout
+        if any(block.attn.recorders or block._forward_hooks or block._forward_pre_hooks for block in self.blocks):
+            return "a probe (or a hook) watches the blocks, which would see the packed layout: forward without a shared prefix"
+        return None
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:

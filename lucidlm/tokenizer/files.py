@@ -36,7 +36,8 @@ OUR_VOCAB_FILE = "lucidlm-tokenizer.vocab"
 
 def read_tokenizer_data(path: str | os.PathLike | Location, required: bool = True,
                         **options: Any) -> dict[str, Any] | None:
-    """Our-format dict of the tokenizer at `path` (a file, a folder, a model, a hub id). Options
+    """Our-format dict of the tokenizer at `path` (a file, a folder, a model, a hub id), for
+    tokenizer_from_dict: in memory, so a BPE's base tokens may be bytes (to_dict writes hex). Options
     fill in what a format does not store (tiktoken: pattern, special_tokens, eos_token; GGUF:
     pre_tokenizer). required=False: None when a model comes without a tokenizer."""
     location = path if isinstance(path, Location) else locate(path)

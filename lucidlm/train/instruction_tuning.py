@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import LucidError
 from ..generation import generate, make_sampler
-from ..model.shared_prefix import shared_prefix_length
+from ..model.shared_prefix import prefix_to_share
 from .conversations import Example, Renderer, render_file, split_examples
 from .data import Split, Windows
 
@@ -65,7 +65,7 @@ class InstructionTuning:
         # real token from seeing it, so the fused causal kernel serves (the same logits, exactly).
         # The rows' common beginning (a chat template's system prompt) is computed once.
         inputs = batch["inputs"]
-        logits = model(inputs, logits_for=learn, shared_prefix=shared_prefix_length(inputs))  # (N, V)
+        logits = model(inputs, logits_for=learn, shared_prefix=prefix_to_share(model, inputs))  # (N, V)
         return F.cross_entropy(logits.float(), batch["targets"][learn]) * batch["share"]
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
