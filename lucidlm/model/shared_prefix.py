@@ -43,7 +43,8 @@ class SharedPrefix(NamedTuple):
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """The packed states (1, P + B (T - P), ...) -> each row's (B, T, ...), the prefix repeated."""
         prefix, rest = x[0].split([self.length, self.rows * self.rest])
-        return torch.cat((prefix.expand(self.rows, *prefix.shape), rest.view(self.rows, self.rest, *rest.shape[1:])), dim=1)
+        rows = rest.view(self.rows, self.rest, *rest.shape[1:])
+        return torch.cat((prefix.expand(self.rows, *prefix.shape), rows), dim=1)
 
     def split_heads(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed heads (1, heads, P + B (T - P), D) -> the prefix's (1, heads, P, D) and the rows'
@@ -56,7 +57,8 @@ class SharedPrefix(NamedTuple):
         """split_heads' inverse for attention outputs: (1, H, P, D) and (B, H, T - P, D) -> (1, L, H, D),
         the packed sequence with its heads, as the output projection reads it."""
         H, D = prefix.shape[1], prefix.shape[3]
-        return torch.cat((prefix.transpose(1, 2), rest.transpose(1, 2).reshape(1, self.rows * self.rest, H, D)), dim=1)
+        rows = rest.transpose(1, 2).reshape(1, self.rows * self.rest, H, D)
+        return torch.cat((prefix.transpose(1, 2), rows), dim=1)
 
 
 def shared_prefix_length(input_ids: torch.Tensor) -> int:

@@ -134,11 +134,14 @@ class Transformer(nn.Module):
         are counted from the cache's next position. token_type_ids (B, T): segments (default 0).
         encoder_output: an encoder-decoder's source, from encode_source (default: the cache's).
         shared_prefix: how many leading tokens every row has in common (shared_prefix_length),
-        computed once instead of once per row; a plain causal forward only (training, scoring).
+        computed once instead of once per row; a plain causal forward only (training).
         """
         if shared_prefix:
-            return self._hidden_shared(input_ids, SharedPrefix(shared_prefix, *input_ids.shape),
-                                       attention_mask, cache, positions, token_type_ids, encoder_output)
+            if any(o is not None for o in (cache, positions, token_type_ids, encoder_output)) or \
+                    padding_of(input_ids, attention_mask) is not None:
+                raise LucidError("a shared prefix goes with a plain forward: no padding mask, cache, positions, "
+                                 "segments or source")
+            return self._hidden_shared(input_ids, SharedPrefix(shared_prefix, *input_ids.shape))
         valid = padding_of(input_ids, attention_mask)  # (B, T) bool, or None: no padding
         if positions is None:
             positions = infer_positions(input_ids, valid, cache)
@@ -158,16 +161,12 @@ class Transformer(nn.Module):
             cache.commit()
         return self.final_norm(x)
 
-    def _hidden_shared(self, input_ids: torch.Tensor, shared: SharedPrefix, *others) -> torch.Tensor:
+    def _hidden_shared(self, input_ids: torch.Tensor, shared: SharedPrefix) -> torch.Tensor:
         """hidden() for a batch packed around its shared prefix: (B, T) -> (B, T, C)."""
         P, T = shared.length, shared.row_length
         if isinstance(P, bool) or not isinstance(P, int) or not 0 < P < T:
             raise LucidError(f"shared_prefix is a number of tokens from 1 to {T - 1}, each row keeping one "
                              f"of its own (got {P!r})")
-        attention_mask = others[0]
-        if any(o is not None for o in others[1:]) or (attention_mask is not None and not bool(attention_mask.all())):
-            raise LucidError("a shared prefix goes with a plain forward: no padding mask, cache, positions, "
-                             "segments or source")
         refusal = self.shared_prefix_refusal()
         if refusal:
             raise LucidError(refusal)
@@ -189,7 +188,8 @@ class Transformer(nn.Module):
             return "a shared prefix needs absolute or rotary positions, not a relative position bias"
         # a probe's attention recorders and its forward hooks would see the packed layout
         if any(block.attn.recorders or block._forward_hooks or block._forward_pre_hooks for block in self.blocks):
-            return "a probe (or a hook) watches the blocks, which would see the packed layout: forward without a shared prefix"
+            return ("a probe (or a hook) watches the blocks, which would see the packed layout: "
+                    "forward without a shared prefix")
         return None
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor,
