@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lucidlm.model.lora import LoRASettings, add_lora  # noqa: E402
-from lucidlm.model.shared_prefix import prefix_to_share, shared_prefix_length  # noqa: E402
+from lucidlm.model.shared_prefix import shared_prefix_length  # noqa: E402
 from lucidlm.train.conversations import Renderer  # noqa: E402
 from lucidlm.train.instruction_set import instruction_records  # noqa: E402
+from lucidlm.train.instruction_tuning import InstructionTuning  # noqa: E402
 from lucidlm.train.optimizer import make_optimizer  # noqa: E402
 from lucidlm.weights import default_model_path, load  # noqa: E402
 
@@ -72,13 +74,16 @@ def update(model, optimizer, loss: torch.Tensor) -> float:
     return float(loss.detach())
 
 
-def lucidlm_step(model, optimizer, share: bool):
+def lucidlm_step(model, optimizer, objective: InstructionTuning | None):
+    """With the objective: its own loss, what `lucidlm finetune` computes (the rows' shared
+    beginning once). Without: the same loss with every row computed whole."""
     def step(batch):
-        learn, inputs = batch["learn"][:, 1:], batch["ids"][:, :-1]
-        # as InstructionTuning.loss: right padding needs no mask under the causal one, and the
-        # rows' common beginning (the chat template's system prompt) is computed once
-        logits = model(inputs, logits_for=learn, shared_prefix=prefix_to_share(model, inputs) if share else 0)
-        return update(model, optimizer, F.cross_entropy(logits.float(), batch["ids"][:, 1:][learn]))
+        sft = {"inputs": batch["ids"][:, :-1], "targets": batch["ids"][:, 1:], "learn": batch["learn"][:, 1:],
+               "share": torch.tensor(1.0)}
+        if objective is not None:
+            return update(model, optimizer, objective.loss(model, sft))
+        logits = model(sft["inputs"], logits_for=sft["learn"])  # right padding needs no mask under the causal one
+        return update(model, optimizer, F.cross_entropy(logits.float(), sft["targets"][sft["learn"]]))
     return step
 
 
@@ -113,9 +118,10 @@ def main() -> None:
     # lucidlm twice: as `lucidlm finetune` runs, and without the shared prefix, which shows what
     # computing the system prompt once per batch is worth (each with its own adapters and optimizer)
     unshared = copy.deepcopy(ours)
-    sides = {"lucidlm": lucidlm_step(ours, make_optimizer(ours, LR, 0.0, (0.9, 0.999), torch.device("cpu")), True),
+    objective = InstructionTuning(tokenizer, SimpleNamespace(prompt_format="chat", train_on_prompt=False))
+    sides = {"lucidlm": lucidlm_step(ours, make_optimizer(ours, LR, 0.0, (0.9, 0.999), torch.device("cpu")), objective),
              "lucidlm_unshared": lucidlm_step(unshared, make_optimizer(unshared, LR, 0.0, (0.9, 0.999),
-                                                                       torch.device("cpu")), False),
+                                                                       torch.device("cpu")), None),
              "peft": peft_step(theirs, make_optimizer(theirs, LR, 0.0, (0.9, 0.999), torch.device("cpu")))}
     data = batches(tokenizer, args.rounds * args.steps + 1)
     precisions = {"fp32": contextlib.nullcontext, "bf16_autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}

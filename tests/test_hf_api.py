@@ -455,7 +455,8 @@ def test_translation_pipeline_and_generate_equal_transformers_generate(tiny_tran
         assert model.generate(ids, num_beams=beams, max_length=16).tolist() == expected.tolist()
         assert out == [{"translation_text": core.decode([t for t in expected[0].tolist()
                                                          if not core.is_special(t)]).strip()}]
-    source, labels = torch.tensor([core.encode_ordinary("my lord") + [core.eos_token_id]]), torch.tensor([[5, 9, 40, -100]])
+    source = torch.tensor([core.encode_ordinary("my lord") + [core.eos_token_id]])
+    labels = torch.tensor([[5, 9, 40, -100]])
     with torch.no_grad():  # labels -> decoder inputs shifted right, -100 not scored, as transformers
         torch.testing.assert_close(model(source, labels=labels).loss, reference(source, labels=labels).loss,
                                    atol=1e-5, rtol=1e-5)

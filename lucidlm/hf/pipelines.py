@@ -239,8 +239,8 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, device: Any = 
         where = model
         model = kind.auto.from_pretrained(model, **loading)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(where, **{k: loading[k] for k in ("gguf_file", "subfolder", "revision")
-                                                                if k in loading})
+            where_in = {k: loading[k] for k in ("gguf_file", "subfolder", "revision") if k in loading}
+            tokenizer = AutoTokenizer.from_pretrained(where, **where_in)
     elif isinstance(model, Transformer):  # from lucidlm.load()
         core = getattr(model, "tokenizer", None)
         model = HFModel(model, kind.auto.task, core)

@@ -133,20 +133,25 @@ class Transformer(nn.Module):
         and values; the new tokens are appended to it. positions (B, T): by default real tokens
         are counted from the cache's next position. token_type_ids (B, T): segments (default 0).
         encoder_output: an encoder-decoder's source, from encode_source (default: the cache's).
-        shared_prefix: how many leading tokens every row has in common (shared_prefix_length),
-        computed once instead of once per row; a plain causal forward only (training).
+        shared_prefix: how many leading tokens every row has in common, computed once instead of
+        once per row (shared_prefix.py; prefix_to_share says what a training batch should use); a
+        plain causal forward only.
         """
+        shared = None
         if shared_prefix:
             if any(o is not None for o in (cache, positions, token_type_ids, encoder_output)) or \
                     padding_of(input_ids, attention_mask) is not None:
                 raise LucidError("a shared prefix goes with a plain forward: no padding mask, cache, positions, "
                                  "segments or source")
-            return self._hidden_shared(input_ids, SharedPrefix(shared_prefix, *input_ids.shape))
+            shared = self._checked_prefix(input_ids, shared_prefix)
+            input_ids, positions = shared.pack(input_ids)  # (1, P + B (T - P)): the prefix once
+            attention_mask = None
         valid = padding_of(input_ids, attention_mask)  # (B, T) bool, or None: no padding
         if positions is None:
             positions = infer_positions(input_ids, valid, cache)
         x = self.embed(input_ids, positions, token_type_ids)  # (B, T, C)
         context = self.forward_context(positions, valid, cache)
+        context.shared_prefix = shared
         if self.encoder is not None:
             if cache is not None and encoder_output is not None and encoder_output is not cache.encoder_output:
                 cache.set_source(encoder_output)  # a new source: its cross keys and values are computed afresh
@@ -159,26 +164,22 @@ class Transformer(nn.Module):
             x = block(x, context)
         if cache is not None:
             cache.commit()
-        return self.final_norm(x)
+        x = self.final_norm(x)
+        return shared.unpack(x) if shared is not None else x  # each row whole again: (B, T, C)
 
-    def _hidden_shared(self, input_ids: torch.Tensor, shared: SharedPrefix) -> torch.Tensor:
-        """hidden() for a batch packed around its shared prefix: (B, T) -> (B, T, C)."""
-        P, T = shared.length, shared.row_length
-        if isinstance(P, bool) or not isinstance(P, int) or not 0 < P < T:
+    def _checked_prefix(self, input_ids: torch.Tensor, length: int) -> SharedPrefix:
+        """The layout of a batch whose rows share their first `length` tokens, if this model and
+        these rows allow it; else a one-line error."""
+        B, T = input_ids.shape
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 < length < T:
             raise LucidError(f"shared_prefix is a number of tokens from 1 to {T - 1}, each row keeping one "
-                             f"of its own (got {P!r})")
+                             f"of its own (got {length!r})")
         refusal = self.shared_prefix_refusal()
         if refusal:
             raise LucidError(refusal)
-        if bool((input_ids[:, :P] != input_ids[:1, :P]).any()):
-            raise LucidError(f"the rows do not share their first {P} tokens")
-        ids, positions = shared.pack(input_ids)
-        context = self.forward_context(positions, None, None)
-        context.shared_prefix = shared
-        x = self.embed(ids, positions)  # (1, P + B (T - P), C)
-        for block in self.blocks:
-            x = block(x, context)
-        return shared.unpack(self.final_norm(x))
+        if bool((input_ids[:, :length] != input_ids[:1, :length]).any()):
+            raise LucidError(f"the rows do not share their first {length} tokens")
+        return SharedPrefix(length, B, T)
 
     def shared_prefix_refusal(self) -> str | None:
         """Why this model cannot compute a shared prefix once (see shared_prefix.py), or None."""

@@ -42,11 +42,12 @@ def vocab_and_merges(data: dict[str, Any], origin: str) -> tuple[list[bytes], li
     if not 0 < size <= defined:  # before allocating: a vocab_size of 10**9 is not 10**9 tokens
         raise FormatError(f"{origin}: vocab_size {size} does not fit the {defined} tokens the file defines")
     vocab: list[bytes | None] = [None] * size
-    for key, hexed in data["base_tokens"].items():  # hex text in a file
+    for key, token in data["base_tokens"].items():
         i = int(key)
         if key != str(i) or not 0 <= i < size:  # "0104" or "-3" would name another token silently
             raise FormatError(f"{origin}: base token key {key!r} is not a token id below {size}")
-        vocab[i] = hexed if isinstance(hexed, bytes) else bytes.fromhex(hexed)  # bytes: a reader's, in memory
+        # hex text in a file; bytes from a reader, in memory
+        vocab[i] = token if isinstance(token, bytes) else bytes.fromhex(token)
     for text, i in data["special_tokens"].items():
         if not isinstance(i, int) or not 0 <= i < size or vocab[i] is not None:
             raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range or already "
