@@ -12,8 +12,9 @@ from gguf.quants import dequantize, quantize
 import lucidlm
 from lucidlm.cli import main
 from lucidlm.generation import PromptCache, generate_tokens
-from lucidlm.model.quant import (Int4Groups, Int8Groups, Int8Rows, QuantizedEmbedding, QuantizedLinear,
-                                 dequantize_blocks, from_blocks, pack_int4, unpack_int4)
+from lucidlm.model import code_tiles
+from lucidlm.model.quant import (CodeTiles, Int4Groups, Int8Groups, Int8Rows, QuantizedEmbedding, QuantizedLinear,
+                                 dequantize_blocks, from_blocks, pack_int4, tiles_available, unpack_int4)
 
 from conftest import make_tiny_hf_model
 from gguf_helpers import reference_with, write_llama_gguf
@@ -43,13 +44,63 @@ def test_blocks_decode_exactly_as_gguf_dequantizes_them(qtype):
     assert np.array_equal(ours.numpy(), dequantize(raw, qtype))
 
 
+def test_this_machine_builds_the_c_kernels():
+    """CI's machines (x86-64 with AVX-512 VNNI and a C compiler) must use them: a build that broke
+    would otherwise pass every test on PyTorch's kernels."""
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    if "avx512_vnni" not in flags or __import__("shutil").which("cc") is None:
+        pytest.skip("this machine lacks AVX-512 VNNI or a C compiler: lucidlm uses PyTorch's kernels here")
+    assert tiles_available(), code_tiles.why_not()
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
+def test_code_tiles_hold_the_files_weights_exactly(qtype):
+    w = np.random.default_rng(1).standard_normal((100, 192)).astype(np.float32)  # 100 rows: a padded tile
+    raw = quantize(w, qtype)
+    exact = torch.from_numpy(dequantize(raw, qtype))
+    matrix = from_blocks(torch.from_numpy(raw), qtype.name, w.shape, tiles=True)
+    assert isinstance(matrix, CodeTiles) and matrix.bits == (8 if qtype == Q.Q8_0 else 4)
+    assert torch.equal(matrix.dequantize(), exact)
+    ids = torch.tensor([0, 15, 16, 99, 5])
+    assert torch.equal(matrix.rows(ids), exact[ids])
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_the_c_kernel_multiplies_by_the_activations_rounded_to_int8(qtype, rows):
+    """What the C kernel computes, written in PyTorch: x rounded to int8 per 32 (llama.cpp's Q8
+    activations) times the file's weights. A residual add (`into`) adds the same product."""
+    if not tiles_available():
+        pytest.skip(f"lucidlm's C kernel does not run here: {code_tiles.why_not()}")
+    w = np.random.default_rng(2).standard_normal((192, 128)).astype(np.float32)
+    matrix = from_blocks(torch.from_numpy(quantize(w, qtype)), qtype.name, w.shape, tiles=True)
+    x = torch.randn(rows, 128) * torch.tensor([30.0] + [1.0] * 127)  # an outlier channel, as real models have
+    assert matrix.uses_kernel(x)
+    want = code_tiles.rounded_activations(x) @ matrix.dequantize().t()
+    torch.testing.assert_close(matrix.matmul(x), want, rtol=0, atol=1e-5 * want.abs().max().item())
+    residual = torch.randn(rows, 192)
+    added = code_tiles.matmul(x, matrix.tiled, matrix.scales, matrix.bits, into=residual.clone())
+    torch.testing.assert_close(added, residual + want, rtol=0, atol=1e-5 * want.abs().max().item())
+    assert (code_tiles.rounded_activations(x) - x).abs().max() <= x.abs().max() / 254 * 1.0001
+
+
+def test_code_tiles_keep_float16_scales_when_the_model_changes_dtype():
+    w = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
+    matrix = from_blocks(torch.from_numpy(quantize(w, Q.Q4_1)), "Q4_1", w.shape, tiles=True)
+    before = matrix.dequantize()
+    matrix.to(torch.bfloat16)
+    assert matrix.scales.dtype == torch.float16 and matrix.tiled.dtype == torch.uint8
+    assert torch.equal(matrix.dequantize(), before)
+
+
 @pytest.mark.parametrize("qtype, form", [(Q.Q8_0, Int8Groups), (Q.Q4_0, Int4Groups), (Q.Q4_1, Int4Groups)])
 def test_the_in_memory_form_keeps_the_files_codes(qtype, form):
-    """Only the scales change: the kernels take them in bfloat16 (8 significant bits)."""
+    """PyTorch's kernels' forms (where lucidlm's C kernel cannot run): only the scales change, the
+    kernels take them in bfloat16 (8 significant bits)."""
     w = np.random.default_rng(1).standard_normal((100, 192)).astype(np.float32)  # 100 rows: a padded pack
     raw = quantize(w, qtype)
     exact = torch.from_numpy(dequantize(raw, qtype))
-    matrix = from_blocks(torch.from_numpy(raw), qtype.name, w.shape)
+    matrix = from_blocks(torch.from_numpy(raw), qtype.name, w.shape, tiles=False)
     assert isinstance(matrix, form)
     held = matrix.dequantize()
     bound = 2 ** -8 * exact.abs().amax(dim=1, keepdim=True) * 2  # bf16 rounding of scale and zero
@@ -61,7 +112,7 @@ def test_the_in_memory_form_keeps_the_files_codes(qtype, form):
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
 def test_the_kernel_computes_what_the_plain_path_computes(qtype):
     w = np.random.default_rng(2).standard_normal((192, 128)).astype(np.float32)
-    matrix = from_blocks(torch.from_numpy(quantize(w, qtype)), qtype.name, w.shape)
+    matrix = from_blocks(torch.from_numpy(quantize(w, qtype)), qtype.name, w.shape, tiles=False)
     x = torch.randn(3, 128)
     assert matrix.uses_kernel(x)
     fast = matrix.matmul(x)
@@ -126,7 +177,8 @@ def test_the_default_model_is_held_in_under_a_fifth_of_float32(smollm_quantized)
     held = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     assert held < 100 * 2 ** 20  # 90.5 MiB measured; float32 is 513 MiB
     assert model.blocks[0].attn.qkv.matrix.source_type == "Q4_1"
-    assert isinstance(model.tok_emb.matrix, Int8Groups) and model.lm_head.tied_to is model.tok_emb
+    assert isinstance(model.tok_emb.matrix, CodeTiles if tiles_available() else Int8Groups)
+    assert model.lm_head.tied_to is model.tok_emb
 
 
 def test_a_quantized_models_state_dict_has_the_standard_names_and_layout(smollm, smollm_quantized):
@@ -175,7 +227,7 @@ def test_quantize_from_gguf_keeps_the_tokenizer_and_template(capsys, smollm_path
     original = lucidlm.Tokenizer.from_file(smollm_path)
     assert tokenizer.encode("Hello, world!") == original.encode("Hello, world!")
     assert tokenizer.chat_template == original.chat_template
-    assert isinstance(model.blocks[0].mlp.down.matrix, Int8Groups)
+    assert isinstance(model.blocks[0].mlp.down.matrix, CodeTiles if tiles_available() else Int8Groups)
 
 
 @pytest.mark.parametrize("argv, message", [

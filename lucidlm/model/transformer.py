@@ -22,6 +22,7 @@ from ..config import Config
 from ..errors import LucidError
 from .attention import Attention, CrossAttention
 from .context import EncoderOutput, ForwardContext
+from . import decode_step
 from .kv_cache import KVCache
 from .heads import ClassifierHead, MLMHead, Pooler, pool
 from .linear import LMHead, TokenEmbedding
@@ -86,6 +87,8 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config, i, cross=config.is_encoder_decoder) for i in range(config.n_layers))
         self.encoder = Transformer(config.encoder_config(), self.tok_emb) if config.is_encoder_decoder else None
         self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
+        # False: a decoded token always takes the modules' forward, not decode_step.py's C path
+        self.fast_step = True
         tied = self.tok_emb if config.tie_embeddings else None
         self.pooler = Pooler(config) if config.pooler else None
         self.lm_head = {"lm": lambda: LMHead(config.d_model, config.vocab_size, config.head_bias, tied_to=tied,
@@ -147,6 +150,11 @@ class Transformer(nn.Module):
             input_ids, positions = shared.pack(input_ids)  # (1, P + B (T - P)): the prefix once
             attention_mask = None
         valid = padding_of(input_ids, attention_mask)  # (B, T) bool, or None: no padding
+        if (self.fast_step and valid is None and positions is None and token_type_ids is None
+                and encoder_output is None and shared is None):
+            x = decode_step.try_step(self, input_ids, cache)  # one decoded token in one C call, where it can
+            if x is not None:
+                return x
         if positions is None:
             positions = infer_positions(input_ids, valid, cache)
         x = self.embed(input_ids, positions, token_type_ids)  # (B, T, C)

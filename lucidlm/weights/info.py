@@ -13,13 +13,14 @@ from pathlib import Path
 
 from ..config import Config
 from ..default_model import default_model_path
-from ..model.quant import NATIVE, form_bytes, form_of
+from ..model.quant import NATIVE, form_bytes, form_of, tiles_available
 from ..tokenizer import UnitTokenizer
 from .row_blocks import QUANTIZABLE
 from .sources import GGUFSource, open_source
 
 FORM_NAMES = {"int4": "int4 (scale and zero per 32)", "int8 groups": "int8 as two int4 halves (scale per 32)",
-              "int8": "int8 (scale per row)"}
+              "int8": "int8 (scale per row)", "int4 tiles": "int4 in 16-row tiles (scale and min per 32)",
+              "int8 tiles": "int8 in 16-row tiles (scale per 32)"}
 
 
 def _mechanisms(config: Config) -> str:
@@ -74,7 +75,8 @@ def _memory_rows(tensors, auto: int, dense: int) -> list[tuple[str, str]]:
     return [("in memory", f"{auto / 2 ** 20:.1f} MiB with --dtype auto (the default): "
                           + ", ".join(f"{k} x{n}" for k, n in forms.items())
                           + f"; {dense / 2 ** 20:.1f} MiB with --dtype float32"),
-            ("computes in", "float32, quantized matrices through bfloat16 kernels on the CPU")]
+            ("computes in", "float32; quantized matrices take activations rounded to int8 per 32 (lucidlm's C kernel)"
+             if tiles_available() else "float32, quantized matrices through bfloat16 kernels on the CPU")]
 
 
 def describe(path: str | Path | None, tensors: bool = False) -> list[tuple[str, str]]:

@@ -1,0 +1,124 @@
+/* x W^T for a matrix held as GGML-style blocks (a scale d and a min m per 32 weights of a row, codes
+   c with w = d c + m), the way llama.cpp computes it: the activations are rounded to int8 per block of
+   32 (scale dx), so a block's dot product is integer work, d dx sum(c xq) + m dx sum(xq).
+
+   The layout puts 16 rows side by side ("a tile") so that one AVX-512 VNNI instruction (vpdpbusd)
+   multiplies 4 consecutive weights of each of the 16 rows by the same 4 activations and adds them
+   into that row's own 32-bit lane: no horizontal sums, 64 multiply-adds per instruction.
+
+   codes, for tile t and block g, B bytes (B = 256 for 4-bit codes, 512 for 8-bit ones):
+     8-bit: byte 64 i + 4 r + b is row r's code for column 4 i + b         (i = 0..7)
+     4-bit: byte 64 i + 4 r + b holds row r's code for column 4 i + b in its low nibble and the code
+            for column 16 + 4 i + b in its high nibble                      (i = 0..3)
+   scales, for tile t and block g: 16 float16 d (rows 0..15), then 16 float16 m.
+   8-bit codes are unsigned (c = q + 128, m = -128 d), because vpdpbusd multiplies unsigned bytes by
+   signed ones. lucidlm/model/code_tiles.py builds these arrays and holds the plain path. */
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
+#error "code tiles need AVX-512 with VNNI; lucidlm uses PyTorch's kernels on this CPU"
+#endif
+
+#define BLOCK 32
+#define TILE 16
+
+/* x (K floats) -> xq (K int8) and per block its scale dx and dx * sum(xq): xq = round(x / dx), with
+   dx = max |x| / 127 over the block (round to nearest even, the CPU's default rounding). */
+static void round_activations(const float *x, int64_t k, int8_t *xq, float *dx, float *dx_sum) {
+    for (int64_t g = 0; g < k / BLOCK; g++) {
+        __m512 a = _mm512_loadu_ps(x + g * BLOCK), b = _mm512_loadu_ps(x + g * BLOCK + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        float d = amax / 127.0f;
+        __m512 inv = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+        _mm_storeu_si128((__m128i *)(xq + g * BLOCK), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(xq + g * BLOCK + 16), _mm512_cvtepi32_epi8(qb));
+        dx[g] = d;
+        dx_sum[g] = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    }
+}
+
+/* One tile's 16 outputs for one activation row. */
+static __m512 tile_dot(const uint8_t *codes, const uint16_t *scales, int64_t blocks, int bits,
+                       const int8_t *xq, const float *dx, const float *dx_sum) {
+    const int64_t block_bytes = bits == 4 ? 256 : 512;
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t g = 0; g < blocks; g++) {
+        const uint8_t *c = codes + g * block_bytes;
+        const int32_t *x4 = (const int32_t *)(xq + g * BLOCK); /* the block's activations, 4 at a time */
+        /* four independent sums: one chain of vpdpbusd (5 cycles each) would stall on itself */
+        __m512i dot0 = _mm512_setzero_si512(), dot1 = dot0, dot2 = dot0, dot3 = dot0;
+        if (bits == 4) {
+            for (int i = 0; i < 4; i += 2) {
+                __m512i v0 = _mm512_loadu_si512(c + 64 * i), v1 = _mm512_loadu_si512(c + 64 * (i + 1));
+                dot0 = _mm512_dpbusd_epi32(dot0, _mm512_and_si512(v0, low_nibbles), _mm512_set1_epi32(x4[i]));
+                dot1 = _mm512_dpbusd_epi32(dot1, _mm512_and_si512(_mm512_srli_epi16(v0, 4), low_nibbles),
+                                           _mm512_set1_epi32(x4[i + 4]));
+                dot2 = _mm512_dpbusd_epi32(dot2, _mm512_and_si512(v1, low_nibbles), _mm512_set1_epi32(x4[i + 1]));
+                dot3 = _mm512_dpbusd_epi32(dot3, _mm512_and_si512(_mm512_srli_epi16(v1, 4), low_nibbles),
+                                           _mm512_set1_epi32(x4[i + 5]));
+            }
+        } else {
+            for (int i = 0; i < 8; i += 4) {
+                dot0 = _mm512_dpbusd_epi32(dot0, _mm512_loadu_si512(c + 64 * i), _mm512_set1_epi32(x4[i]));
+                dot1 = _mm512_dpbusd_epi32(dot1, _mm512_loadu_si512(c + 64 * (i + 1)), _mm512_set1_epi32(x4[i + 1]));
+                dot2 = _mm512_dpbusd_epi32(dot2, _mm512_loadu_si512(c + 64 * (i + 2)), _mm512_set1_epi32(x4[i + 2]));
+                dot3 = _mm512_dpbusd_epi32(dot3, _mm512_loadu_si512(c + 64 * (i + 3)), _mm512_set1_epi32(x4[i + 3]));
+            }
+        }
+        __m512i dot = _mm512_add_epi32(_mm512_add_epi32(dot0, dot1), _mm512_add_epi32(dot2, dot3));
+        const uint16_t *s = scales + g * 2 * TILE;
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s));
+        __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + TILE)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(dx[g])), acc);
+        acc = _mm512_fmadd_ps(m, _mm512_set1_ps(dx_sum[g]), acc);
+    }
+    return acc;
+}
+
+/* out (rows, n_tiles * 16) = x W^T, or += with `accumulate`, from activations already rounded (xq, dx,
+   dx_sum: rows x k, rows x k/32, rows x k/32). The tiles are shared among the threads of the enclosing
+   OpenMP parallel region (an "orphaned" omp for; outside a region, one thread does them all). */
+static void tiles_product(const int8_t *xq, const float *dx, const float *dx_sum, int64_t rows, int64_t k,
+                          const uint8_t *codes, const uint16_t *scales, int64_t n_tiles, int bits, float *out,
+                          int accumulate) {
+    const int64_t blocks = k / BLOCK;
+    const int64_t tile_bytes = blocks * (bits == 4 ? 256 : 512), tile_scales = blocks * 2 * TILE;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < n_tiles; t++) {
+        for (int64_t r = 0; r < rows; r++) {  /* a tile's codes stay in L1 across the rows */
+            __m512 y = tile_dot(codes + t * tile_bytes, scales + t * tile_scales, blocks, bits, xq + r * k,
+                                dx + r * blocks, dx_sum + r * blocks);
+            float *o = out + r * n_tiles * TILE + t * TILE;
+            _mm512_storeu_ps(o, accumulate ? _mm512_add_ps(_mm512_loadu_ps(o), y) : y);
+        }
+    }
+}
+
+/* out (rows, n_tiles * 16) = x (rows, k) W^T, or out += x W^T with `accumulate` (a residual add), over
+   `threads` OpenMP threads (PyTorch's own pool: the library is loaded after torch, so libgomp.so.1 is
+   torch's). Returns 0, or 1 if out of memory. */
+int code_tiles_matmul(const float *x, int64_t rows, int64_t k, const uint8_t *codes, const uint16_t *scales,
+                      int64_t n_tiles, int bits, float *out, int accumulate, int threads) {
+    const int64_t blocks = k / BLOCK;
+    int8_t *xq = malloc(rows * k);
+    float *dx = malloc(2 * rows * blocks * sizeof(float));
+    if (!xq || !dx) {
+        free(xq);
+        free(dx);
+        return 1;
+    }
+    float *dx_sum = dx + rows * blocks;
+    for (int64_t r = 0; r < rows; r++)
+        round_activations(x + r * k, k, xq + r * k, dx + r * blocks, dx_sum + r * blocks);
+#pragma omp parallel num_threads(threads)
+    tiles_product(xq, dx, dx_sum, rows, k, codes, scales, n_tiles, bits, out, accumulate);
+    free(xq);
+    free(dx);
+    return 0;
+}

@@ -1,0 +1,113 @@
+"""Code tiles: GGML block matrices laid out for llama.cpp-style integer dot products (code_tiles.c,
+built on first use by native.py).
+
+PyTorch's own int4 kernel spends ~100 us on one of SmolLM2's matrices at batch 1, far from what
+memory allows (~10 us). The C file multiplies 16 rows at once with AVX-512 VNNI on activations
+rounded to int8 per block of 32, as llama.cpp does. Where it cannot be built (no compiler, another
+CPU, LUCIDLM_NATIVE=0), `library()` is None and quant.py keeps PyTorch's kernels.
+
+This file holds the layout (`to_tiles`, `from_tiles`, `tile_rows`), the activation rounding in plain
+PyTorch (the reference for tests), and the call. The layout is described in code_tiles.c.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from . import native
+
+BLOCK = 32  # weights per GGML block
+TILE = 16  # rows side by side: the lanes of one AVX-512 register
+
+
+def block_bytes(bits: int) -> int:
+    """Bytes of codes per tile and block: 16 rows x 32 weights."""
+    return TILE * BLOCK * bits // 8
+
+
+def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes (N, K) unsigned (0..15 or 0..255), d and m (N, K/32) with w = d codes + m -> the tiled
+    codes (N'/16, K/32, bytes) uint8 and scales (N'/16, K/32, 2, 16) float16, N' = N rounded up to 16
+    (padding rows are zero)."""
+    n, k = codes.shape
+    padded = -(-n // TILE) * TILE
+    codes, scales = codes.to(torch.uint8), torch.stack((d, m), dim=2).to(torch.float16)  # (N, K/32, 2)
+    if padded != n:
+        codes = torch.nn.functional.pad(codes, (0, 0, 0, padded - n))
+        scales = torch.nn.functional.pad(scales, (0, 0, 0, 0, 0, padded - n))
+    tiles, blocks = padded // TILE, k // BLOCK
+    if bits == 8:  # column 4 i + b of row r -> byte 64 i + 4 r + b
+        tiled = codes.view(tiles, TILE, blocks, 8, 4).permute(0, 2, 3, 1, 4)
+    else:  # columns 4 i + b and 16 + 4 i + b share a byte, low and high nibble
+        halves = codes.view(tiles, TILE, blocks, 2, 4, 4)
+        tiled = (halves[:, :, :, 0] | (halves[:, :, :, 1] << 4)).permute(0, 2, 3, 1, 4)
+    tiled = tiled.reshape(tiles, blocks, block_bytes(bits))
+    return tiled, scales.view(tiles, TILE, blocks, 2).permute(0, 2, 3, 1).contiguous()
+
+
+def tile_rows(tiled: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, bits: int) -> torch.Tensor:
+    """Rows `ids` of the matrix as float32 (n, K), reading only their bytes (an embedding lookup)."""
+    tiles, blocks = tiled.shape[:2]
+    lanes = tiled.view(tiles, blocks, -1, TILE, 4)  # (tiles, K/32, 8 or 4, 16 rows, 4)
+    data = lanes[ids // TILE, :, :, ids % TILE]  # (n, K/32, 8 or 4, 4)
+    picked = scales[ids // TILE, :, :, ids % TILE]  # (n, K/32, 2)
+    return _weights(data, picked, bits)
+
+
+def from_tiles(tiled: torch.Tensor, scales: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """The whole (n, K) matrix as float32 (a long input's dense product)."""
+    tiles, blocks = tiled.shape[:2]
+    data = tiled.view(tiles, blocks, -1, TILE, 4).permute(0, 3, 1, 2, 4)  # (tiles, 16 rows, K/32, 8 or 4, 4)
+    w = _weights(data.reshape(tiles * TILE, blocks, -1, 4), scales.permute(0, 3, 1, 2).reshape(tiles * TILE, blocks, 2),
+                 bits)
+    return w[:n]
+
+
+def _weights(data: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
+    """Rows' code bytes (n, K/32, 8 or 4, 4) and scales (n, K/32, 2) -> w = d c + m, float32 (n, K)."""
+    if bits == 4:  # low nibbles are columns 0..15 of a block, high ones 16..31
+        data = torch.stack((data & 15, data >> 4), dim=2)  # (n, K/32, 2, 4, 4)
+    n, blocks = data.shape[:2]
+    w = data.reshape(n, blocks, BLOCK).float()
+    scales = scales.float()
+    w.mul_(scales[:, :, :1]).add_(scales[:, :, 1:])
+    return w.view(n, blocks * BLOCK)
+
+
+def rounded_activations(x: torch.Tensor) -> torch.Tensor:
+    """What the C kernel multiplies by: x (M, K) float32 rounded to int8 per block of 32 with the
+    block's largest magnitude at 127 (llama.cpp's Q8 activations), given back as float32."""
+    blocks = x.float().view(x.shape[0], -1, BLOCK)
+    d = blocks.abs().amax(dim=2, keepdim=True) / 127
+    return (torch.round(blocks / torch.where(d > 0, d, 1)) * d).view(x.shape)
+
+
+def matmul(x: torch.Tensor, tiled: torch.Tensor, scales: torch.Tensor, bits: int,
+           into: torch.Tensor | None = None) -> torch.Tensor:
+    """x (M, K) float32 contiguous -> (M, N') float32 through the C kernel; with `into` (M, N')
+    float32 contiguous, adds the product to it in place (a residual add) and returns it."""
+    rows, k = x.shape
+    out = torch.empty(rows, tiled.shape[0] * TILE) if into is None else into
+    failed = library().code_tiles_matmul(x.data_ptr(), rows, k, tiled.data_ptr(), scales.data_ptr(), tiled.shape[0],
+                                         bits, out.data_ptr(), into is not None, torch.get_num_threads())
+    if failed:
+        raise MemoryError("code tiles: out of memory for the rounded activations")
+    return out
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None where it cannot run here (`why_not()` says why)."""
+    lib, _ = native.load("code_tiles")
+    if lib is not None:
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        native.declare(lib, "code_tiles_matmul", ptr, i64, i64, ptr, ptr, i64, ctypes.c_int, ptr, ctypes.c_int,
+                       ctypes.c_int)
+    return lib
+
+
+def why_not() -> str | None:
+    return native.load("code_tiles")[1]

@@ -1,0 +1,130 @@
+/* One decoding step of a Llama-style decoder for one token of one sequence, every block in one call
+   (decode_step.py prepares the call; the modules' own forward is the plain path and computes the same
+   numbers). At one token the arithmetic is small: PyTorch's ~30 operator calls per block, or even
+   one ctypes call per piece, cost more than the block's matrix products. Here the whole step runs in
+   one OpenMP parallel region: the matrix products share their tiles among the threads, the small
+   pieces (norms, rotation, the gate) run on one thread while the others wait at a barrier.
+
+   Per block, with x the residual stream:
+     h = rms_norm(x); qkv = h Wqkv; rotate q and k; write k, v to the cache; y = attention; x += y Wo
+     h = rms_norm(x); g = silu(h Wgate) * (h Wup); x += g Wdown                                    */
+
+#include "code_tiles.c"
+
+/* A block's entries in decode_layers' table (int64 each: addresses, or a matrix's code bits). */
+enum { ATTN_NORM, QKV_CODES, QKV_SCALES, QKV_BITS, OUT_CODES, OUT_SCALES, OUT_BITS, MLP_NORM, UP_CODES, UP_SCALES,
+       UP_BITS, DOWN_CODES, DOWN_SCALES, DOWN_BITS, LAYER_FIELDS };
+/* decode_layers' sizes, in this order. */
+enum { HEADS, KV_HEADS, HEAD_DIM, D_MODEL, D_FF, ROTARY, SLOT, CAPACITY, N_DIMS };
+
+/* out = x / sqrt(mean(x^2) + eps) * weight (norm.py's RMSNorm), for one vector of n. */
+static void rms_norm(const float *x, const float *weight, int64_t n, float eps, float *out) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; i++) sum += x[i] * x[i];
+    float inv = 1.0f / sqrtf(sum / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * inv * weight[i];
+}
+
+/* Rotate channel pairs (i, i + r/2) of one head's channels by the angles in cos, sin (r of them);
+   channels past r pass unrotated (position.py's apply_rotary). */
+static void rotate(float *x, const float *cos, const float *sin, int64_t r) {
+    const int64_t half = r / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+}
+
+/* Query head h attends over cache slots 0..n-1 of its key/value head: softmax(q k^T scale) v. */
+static void attend_head(const float *q, const float *keys, const float *values, int64_t n, int64_t d, float scale,
+                        float *scores, float *out) {
+    float top = -INFINITY, total = 0.0f;
+    for (int64_t s = 0; s < n; s++) {
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t i = 0; i < d; i++) dot += q[i] * keys[s * d + i];
+        scores[s] = dot * scale;
+        top = fmaxf(top, scores[s]);
+    }
+    for (int64_t s = 0; s < n; s++) total += scores[s] = expf(scores[s] - top);
+    for (int64_t i = 0; i < d; i++) out[i] = 0.0f;
+    for (int64_t s = 0; s < n; s++) {
+        float w = scores[s] / total;
+#pragma omp simd
+        for (int64_t i = 0; i < d; i++) out[i] += w * values[s * d + i];
+    }
+}
+
+#define AT(field, type) ((type)(intptr_t)layer[field])
+
+/* All blocks for one token: x (d_model) is the residual stream, updated in place; then the final norm
+   into out. table: n_layers x LAYER_FIELDS; caches: n_layers x 2, the addresses of a layer's keys and
+   values, each (kv_heads, capacity, head_dim) float32, written at slot dims[SLOT] and read up to it;
+   cos, sin: the token's rotary angles. Returns 0, or 1 if out of memory. */
+int decode_layers(float *x, int64_t n_layers, const int64_t *table, const int64_t *caches, const int64_t *dims,
+                  const float *cos,
+                  const float *sin, float eps, float scale, const float *final_norm, float *out, int threads) {
+    const int64_t heads = dims[HEADS], kv_heads = dims[KV_HEADS], d = dims[HEAD_DIM], c = dims[D_MODEL];
+    const int64_t ff = dims[D_FF], slot = dims[SLOT], capacity = dims[CAPACITY], n = slot + 1;
+    const int64_t width = (heads + 2 * kv_heads) * d, widest = ff > heads * d ? (ff > c ? ff : c) : heads * d;
+    float *scratch = malloc(sizeof(float) * (c + width + heads * d + 3 * ff + heads * n + 2 * (widest / BLOCK)));
+    int8_t *xq = malloc(widest);
+    if (!scratch || !xq) {
+        free(scratch);
+        free(xq);
+        return 1;
+    }
+    float *h = scratch, *qkv = h + c, *attended = qkv + width, *gate_up = attended + heads * d;
+    float *gated = gate_up + 2 * ff, *scores = gated + ff, *dx = scores + heads * n, *dx_sum = dx + widest / BLOCK;
+#pragma omp parallel num_threads(threads)
+    for (int64_t i = 0; i < n_layers; i++) {
+        const int64_t *layer = table + i * LAYER_FIELDS;
+        float *keys = (float *)(intptr_t)caches[2 * i], *values = (float *)(intptr_t)caches[2 * i + 1];
+#pragma omp single
+        {
+            rms_norm(x, AT(ATTN_NORM, const float *), c, eps, h);
+            round_activations(h, c, xq, dx, dx_sum);
+        }
+        tiles_product(xq, dx, dx_sum, 1, c, AT(QKV_CODES, const uint8_t *), AT(QKV_SCALES, const uint16_t *),
+                      width / TILE, (int)layer[QKV_BITS], qkv, 0);
+#pragma omp single
+        {
+            for (int64_t j = 0; j < heads + kv_heads; j++) rotate(qkv + j * d, cos, sin, dims[ROTARY]);  /* q, k */
+            for (int64_t j = 0; j < kv_heads; j++)
+                for (int64_t e = 0; e < d; e++) {
+                    keys[(j * capacity + slot) * d + e] = qkv[(heads + j) * d + e];
+                    values[(j * capacity + slot) * d + e] = qkv[(heads + kv_heads + j) * d + e];
+                }
+        }
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < heads; j++) {  /* heads / kv_heads query heads share a key/value head (GQA) */
+            const int64_t kv = j / (heads / kv_heads);
+            attend_head(qkv + j * d, keys + kv * capacity * d, values + kv * capacity * d, n, d, scale,
+                        scores + j * n, attended + j * d);
+        }
+#pragma omp single
+        round_activations(attended, heads * d, xq, dx, dx_sum);
+        tiles_product(xq, dx, dx_sum, 1, heads * d, AT(OUT_CODES, const uint8_t *), AT(OUT_SCALES, const uint16_t *),
+                      c / TILE, (int)layer[OUT_BITS], x, 1);
+#pragma omp single
+        {
+            rms_norm(x, AT(MLP_NORM, const float *), c, eps, h);
+            round_activations(h, c, xq, dx, dx_sum);
+        }
+        tiles_product(xq, dx, dx_sum, 1, c, AT(UP_CODES, const uint8_t *), AT(UP_SCALES, const uint16_t *),
+                      2 * ff / TILE, (int)layer[UP_BITS], gate_up, 0);
+#pragma omp single
+        {
+            for (int64_t j = 0; j < ff; j++) gated[j] = gate_up[j] / (1.0f + expf(-gate_up[j])) * gate_up[ff + j];
+            round_activations(gated, ff, xq, dx, dx_sum);
+        }
+        tiles_product(xq, dx, dx_sum, 1, ff, AT(DOWN_CODES, const uint8_t *), AT(DOWN_SCALES, const uint16_t *),
+                      c / TILE, (int)layer[DOWN_BITS], x, 1);
+    }
+    rms_norm(x, final_norm, c, eps, out);
+    free(scratch);
+    free(xq);
+    return 0;
+}
