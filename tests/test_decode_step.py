@@ -131,3 +131,18 @@ def test_a_model_changed_after_its_first_step_is_seen_afresh(tmp_path):
     assert decode_step.refusal(model, torch.tensor([[1]]), cache) is None
     model.blocks[0].attn.out = lucidlm.model.Linear(64, 64, bias=False)
     assert "code tiles" in decode_step.refusal(model, torch.tensor([[1]]), cache)
+
+
+def test_weights_changed_in_place_or_replaced_reach_the_fast_step(tmp_path):
+    """The step keeps a table of the weights' addresses: a norm given new storage (`.data =`), or a
+    new Parameter (load_state_dict(assign=True)), must be read afresh, not from the old address."""
+    model = tiny_quantized(tmp_path, Q.Q4_1)
+    ids = [5, 7, 9, 11, 13]
+    stepwise(model, ids, True)  # builds the table
+    norm = model.blocks[1].mlp_norm
+    norm.weight.data = norm.weight.data * 3  # new storage, the same Parameter
+    model.load_state_dict({"blocks.0.attn_norm.weight": model.blocks[0].attn_norm.weight.detach() * 0.5},
+                          strict=False, assign=True)
+    fast, _ = stepwise(model, ids, True)
+    plain, _ = stepwise(model, ids, False)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0.01 * plain.abs().max().item())

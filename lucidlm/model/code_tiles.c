@@ -122,3 +122,26 @@ int code_tiles_matmul(const float *x, int64_t rows, int64_t k, const uint8_t *co
     free(dx);
     return 0;
 }
+
+/* Row `row` of the matrix as k floats, w = d c + m: an embedding lookup of one token, reading only
+   that row's bytes (code_tiles.py's tile_rows is the same in PyTorch, for any number of rows). */
+int code_tiles_row(const uint8_t *codes, const uint16_t *scales, int64_t k, int64_t row, int bits, float *out) {
+    const int64_t blocks = k / BLOCK, t = row / TILE, r = row % TILE;
+    const uint8_t *tile = codes + t * blocks * (bits == 4 ? 256 : 512);
+    const uint16_t *tile_scales = scales + t * blocks * 2 * TILE;
+    for (int64_t g = 0; g < blocks; g++) {
+        const uint8_t *c = tile + g * (bits == 4 ? 256 : 512);
+        float d = _cvtsh_ss(tile_scales[g * 2 * TILE + r]), m = _cvtsh_ss(tile_scales[g * 2 * TILE + TILE + r]);
+        for (int j = 0; j < BLOCK; j++) {
+            int code;
+            if (bits == 8)
+                code = c[64 * (j / 4) + 4 * r + j % 4];
+            else if (j < 16)
+                code = c[64 * (j / 4) + 4 * r + j % 4] & 15;
+            else
+                code = c[64 * ((j - 16) / 4) + 4 * r + j % 4] >> 4;
+            out[g * BLOCK + j] = d * (float)code + m;
+        }
+    }
+    return 0;
+}

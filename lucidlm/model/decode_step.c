@@ -115,10 +115,11 @@ int decode_layers(float *x, int64_t n_layers, const int64_t *table, const int64_
         }
         tiles_product(xq, dx, dx_sum, 1, c, AT(UP_CODES, const uint8_t *), AT(UP_SCALES, const uint16_t *),
                       2 * ff / TILE, (int)layer[UP_BITS], gate_up, 0);
-#pragma omp single
-        {
-            for (int64_t j = 0; j < ff; j++) gated[j] = gate_up[j] / (1.0f + expf(-gate_up[j])) * gate_up[ff + j];
-            round_activations(gated, ff, xq, dx, dx_sum);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < ff / BLOCK; b++) {  /* the gate, then its rounding, a block of 32 at a time */
+            for (int64_t j = b * BLOCK; j < (b + 1) * BLOCK; j++)
+                gated[j] = gate_up[j] / (1.0f + expf(-gate_up[j])) * gate_up[ff + j];
+            round_activations(gated + b * BLOCK, BLOCK, xq + b * BLOCK, dx + b, dx_sum + b);
         }
         tiles_product(xq, dx, dx_sum, 1, ff, AT(DOWN_CODES, const uint8_t *), AT(DOWN_SCALES, const uint16_t *),
                       c / TILE, (int)layer[DOWN_BITS], x, 1);

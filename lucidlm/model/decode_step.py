@@ -74,6 +74,8 @@ class Plan:
              *(linear for linear in (block.attn.qkv, block.attn.out, block.mlp.up, block.mlp.down)))
             for block in model.blocks]
         self.final_norm = model.final_norm
+        self.table: torch.Tensor | None = None  # the weights' table, built on first use
+        self.held: list = []  # (owner dict, key, what it held, its address): what the table was built from
 
     def describes(self, model) -> bool:
         blocks = model._modules["blocks"]._modules  # direct dict reads: nn.Module's __getattr__ is slow here
@@ -94,20 +96,33 @@ class Plan:
                    for block, attn, *_ in self.parts)
 
     def weights(self) -> torch.Tensor | None:
-        """decode_step.c's table of weights (n_layers, LAYER_FIELDS), or None if a norm changed its
-        dtype (model.to(...) keeps the modules and swaps their tensors; code tiles keep theirs)."""
-        rows = []
+        """decode_step.c's table of weights (n_layers, LAYER_FIELDS), or None if a tensor is no longer
+        a float32 (norms) or code tile (matrices) buffer on the CPU. Built once (~0.3 ms); while every
+        tensor it was built from is still in its place at the same address, it is reused."""
+        if self.table is not None and all(owner[key] is value and (not address or value.data_ptr() == address)
+                                          for owner, key, value, address in self.held):
+            return self.table
+        self.table, self.held, rows = None, [], []
         for block, attn, mlp, attn_norm, mlp_norm, *linears in self.parts:
-            norms = attn_norm._parameters["weight"], mlp_norm._parameters["weight"]
-            if any(norm.dtype != torch.float32 for norm in norms):
+            norms = [self._hold(norm._parameters, "weight") for norm in (attn_norm, mlp_norm)]
+            if any(norm.dtype != torch.float32 or norm.device.type != "cpu" for norm in norms):
                 return None
             row = [norms[0].data_ptr()]
             for linear in linears:
-                matrix = linear._modules["matrix"]
-                tiled, scales = matrix._buffers["tiled"], matrix._buffers["scale_bits"]
+                matrix = self._hold(linear._modules, "matrix")
+                tiled, scales = self._hold(matrix._buffers, "tiled"), self._hold(matrix._buffers, "scale_bits")
+                if tiled.device.type != "cpu":
+                    return None
                 row += [tiled.data_ptr(), scales.data_ptr(), matrix.bits]
             rows.append(row[:7] + [norms[1].data_ptr()] + row[7:])  # decode_step.c's LAYER_FIELDS order
-        return torch.tensor(rows)
+        self.table = torch.tensor(rows)
+        return self.table
+
+    def _hold(self, owner: dict, key: str):
+        """owner[key], remembered with its address (0 for a module) so `weights` can tell it moved."""
+        value = owner[key]
+        self.held.append((owner, key, value, value.data_ptr() if isinstance(value, torch.Tensor) else 0))
+        return value
 
 
 PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its Plan
