@@ -146,3 +146,11 @@ def test_weights_changed_in_place_or_replaced_reach_the_fast_step(tmp_path):
     fast, _ = stepwise(model, ids, True)
     plain, _ = stepwise(model, ids, False)
     torch.testing.assert_close(fast, plain, rtol=0, atol=0.01 * plain.abs().max().item())
+
+
+def test_heads_narrower_than_a_vector_take_the_plain_path(tmp_path):
+    model = tiny_quantized(tmp_path, Q.Q8_0, num_attention_heads=8, num_key_value_heads=4)  # head_dim 8
+    assert "multiple of 16" in decode_step.refusal(model, torch.tensor([[1]]), KVCache(model.config, capacity=4))
+    fast, _ = stepwise(model, [5, 7, 9, 11], True)
+    plain, _ = stepwise(model, [5, 7, 9, 11], False)
+    assert torch.equal(fast, plain)

@@ -25,6 +25,10 @@
 
 #define BLOCK 32
 #define TILE 16
+/* Bytes ahead to prefetch in a tile's stream of codes: the hardware prefetcher restarts at every
+   matrix, and each of SmolLM2's is only a few hundred kilobytes (measured: 15-20% off a decoded
+   token; 2-8 KiB ahead all do about as well). */
+#define PREFETCH 4096
 
 /* x (K floats) -> xq (K int8) and per block its scale dx and dx * sum(xq): xq = round(x / dx), with
    dx = max |x| / 127 over the block (round to nearest even, the CPU's default rounding). */
@@ -50,6 +54,8 @@ static __m512 tile_dot(const uint8_t *codes, const uint16_t *scales, int64_t blo
     __m512 acc = _mm512_setzero_ps();
     for (int64_t g = 0; g < blocks; g++) {
         const uint8_t *c = codes + g * block_bytes;
+        for (int64_t line = 0; line < block_bytes; line += 64)  /* past the end is harmless: a hint */
+            _mm_prefetch((const char *)c + PREFETCH + line, _MM_HINT_T0);
         const int32_t *x4 = (const int32_t *)(xq + g * BLOCK); /* the block's activations, 4 at a time */
         /* four independent sums: one chain of vpdpbusd (5 cycles each) would stall on itself */
         __m512i dot0 = _mm512_setzero_si512(), dot1 = dot0, dot2 = dot0, dot3 = dot0;

@@ -37,23 +37,49 @@ static void rotate(float *x, const float *cos, const float *sin, int64_t r) {
     }
 }
 
-/* Query head h attends over cache slots 0..n-1 of its key/value head: softmax(q k^T scale) v. */
+/* exp(x) for 16 floats at once (libm's expf is one at a time): Cephes' expf, exp(x) = 2^n p(r) with
+   n = round(x / ln 2) and |r| <= ln(2) / 2, within 2 ulp of expf; x below -87 gives about 0. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  /* ln 2 in two parts: exact n ln2_hi */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);  /* p 2^n */
+}
+
+/* A query head attends over cache slots 0..n-1 of its key/value head: softmax(q k^T scale) v, in
+   16-float vectors along the head's channels (d a multiple of 16) and along the scores. */
 static void attend_head(const float *q, const float *keys, const float *values, int64_t n, int64_t d, float scale,
                         float *scores, float *out) {
-    float top = -INFINITY, total = 0.0f;
+    float top = -INFINITY;
     for (int64_t s = 0; s < n; s++) {
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < d; i++) dot += q[i] * keys[s * d + i];
-        scores[s] = dot * scale;
+        __m512 dot = _mm512_setzero_ps();
+        for (int64_t i = 0; i < d; i += 16)
+            dot = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(keys + s * d + i), dot);
+        scores[s] = _mm512_reduce_add_ps(dot) * scale;
         top = fmaxf(top, scores[s]);
     }
-    for (int64_t s = 0; s < n; s++) total += scores[s] = expf(scores[s] - top);
-    for (int64_t i = 0; i < d; i++) out[i] = 0.0f;
-    for (int64_t s = 0; s < n; s++) {
-        float w = scores[s] / total;
-#pragma omp simd
-        for (int64_t i = 0; i < d; i++) out[i] += w * values[s * d + i];
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t s = 0; s < n; s += 16) {
+        __mmask16 live = n - s >= 16 ? 0xFFFF : (__mmask16)((1u << (n - s)) - 1);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, scores + s), _mm512_set1_ps(top)));
+        _mm512_mask_storeu_ps(scores + s, live, e);
+        sum = _mm512_mask_add_ps(sum, live, sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int64_t i = 0; i < d; i += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t s = 0; s < n; s++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(scores[s]), _mm512_loadu_ps(values + s * d + i), acc);
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(acc, inv));
     }
 }
 
@@ -117,8 +143,11 @@ int decode_layers(float *x, int64_t n_layers, const int64_t *table, const int64_
                       2 * ff / TILE, (int)layer[UP_BITS], gate_up, 0);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < ff / BLOCK; b++) {  /* the gate, then its rounding, a block of 32 at a time */
-            for (int64_t j = b * BLOCK; j < (b + 1) * BLOCK; j++)
-                gated[j] = gate_up[j] / (1.0f + expf(-gate_up[j])) * gate_up[ff + j];
+            for (int64_t j = b * BLOCK; j < (b + 1) * BLOCK; j += 16) {  /* silu(g) = g / (1 + exp(-g)) */
+                __m512 g = _mm512_loadu_ps(gate_up + j), up = _mm512_loadu_ps(gate_up + ff + j);
+                __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+                _mm512_storeu_ps(gated + j, _mm512_mul_ps(silu, up));
+            }
             round_activations(gated + b * BLOCK, BLOCK, xq + b * BLOCK, dx + b, dx_sum + b);
         }
         tiles_product(xq, dx, dx_sum, 1, ff, AT(DOWN_CODES, const uint8_t *), AT(DOWN_SCALES, const uint16_t *),

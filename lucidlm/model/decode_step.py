@@ -54,6 +54,8 @@ def model_refusal(model) -> str | None:
         return "not Llama-style blocks (pre-norm RMSNorm, gated SiLU MLP)"
     if not isinstance(model.final_norm, RMSNorm):
         return "no final RMSNorm"
+    if model.blocks[0].attn.head_dim % 16:
+        return "a head dimension that is not a multiple of 16 (decode_step.c's vectors)"
     for block in model.blocks:
         if block.attn.window is not None or block.cross_attn is not None:
             return "a sliding window or cross-attention"
