@@ -350,7 +350,8 @@ def _from_block_rows(raw: torch.Tensor, kind: str, width: int, tiles: bool) -> Q
     codes, d, m = decode_blocks(raw, kind)
     codes = codes.reshape(len(raw), width)
     if tiles and kind == "Q8_0":  # unsigned codes for vpdpbusd: d q = d (q + 128) - 128 d
-        return CodeTiles(codes.to(torch.int16) + 128, d, -128 * d, 8, kind)
+        # q + 128 as a byte is q's two's complement byte with its top bit flipped: one pass, no widening
+        return CodeTiles(codes.view(torch.uint8) ^ 128, d, -128 * d, 8, kind)
     if tiles:
         return CodeTiles(codes, d, m, 4, kind)
     if kind == "Q8_0":
