@@ -118,7 +118,17 @@ def test_a_float_model_and_a_bfloat16_one_take_the_plain_path(tmp_path):
     quantized = lucidlm.load(path)[0]
     quantized.to(torch.bfloat16)  # the norms become bfloat16; the code tiles keep their bytes
     cache = KVCache(quantized.config, capacity=4, dtype=torch.bfloat16)
-    assert "float32" in decode_step.refusal(quantized, torch.tensor([[1]]), cache)
+    assert "float32 CPU cache" in decode_step.refusal(quantized, torch.tensor([[1]]), cache)
+    cache = KVCache(quantized.config, capacity=4)  # a float32 cache: the model's own dtype refuses
+    assert "float32 model" in decode_step.refusal(quantized, torch.tensor([[1]]), cache)
+
+
+def test_a_token_outside_the_vocabulary_is_an_index_error_not_a_read_past_the_table(tmp_path):
+    model = tiny_quantized(tmp_path, Q.Q4_1)
+    cache = KVCache(model.config, capacity=8)
+    model(torch.tensor([[1, 2]]), cache=cache)
+    with pytest.raises(IndexError, match="outside the embedding's 96 rows"):
+        model(torch.tensor([[96]]), cache=cache)  # the fast step's path: one token, one row
 
 
 def test_a_model_changed_after_its_first_step_is_seen_afresh(tmp_path):

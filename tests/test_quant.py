@@ -3,6 +3,9 @@ what the plain dequantize-then-matmul path computes, a quantized model stays clo
 dequantized to float32 (greedy text agrees up to near-ties), and `lucidlm quantize` writes GGUF
 files that read back."""
 
+import shutil
+from pathlib import Path
+
 import gguf
 import numpy as np
 import pytest
@@ -47,8 +50,9 @@ def test_blocks_decode_exactly_as_gguf_dequantizes_them(qtype):
 def test_this_machine_builds_the_c_kernels():
     """CI's machines (x86-64 with AVX-512 VNNI and a C compiler) must use them: a build that broke
     would otherwise pass every test on PyTorch's kernels."""
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
-    if "avx512_vnni" not in flags or __import__("shutil").which("cc") is None:
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    if "avx512_vnni" not in flags or shutil.which("cc") is None:
         pytest.skip("this machine lacks AVX-512 VNNI or a C compiler: lucidlm uses PyTorch's kernels here")
     assert tiles_available(), code_tiles.why_not()
 
@@ -63,6 +67,10 @@ def test_code_tiles_hold_the_files_weights_exactly(qtype):
     assert torch.equal(matrix.dequantize(), exact)
     ids = torch.tensor([0, 15, 16, 99, 5])
     assert torch.equal(matrix.rows(ids), exact[ids])
+    assert torch.equal(matrix.rows(torch.tensor([99])), exact[99:])  # one row: the C lookup where it runs
+    for outside in ([100], [-1], [3, 100]):  # 100 is a padding row of the last tile: still outside
+        with pytest.raises(IndexError, match="outside the embedding's 100 rows"):
+            matrix.rows(torch.tensor(outside))
 
 
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])

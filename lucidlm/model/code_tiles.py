@@ -48,14 +48,20 @@ def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int) -
     return tiled, scales.view(tiles, TILE, blocks, 2).permute(0, 2, 3, 1).contiguous()
 
 
-def tile_rows(tiled: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, bits: int) -> torch.Tensor:
-    """Rows `ids` of the matrix as float32 (n, K), reading only their bytes (an embedding lookup).
-    One token on the CPU (a decoding step) takes the C kernel's one call instead of ten operators."""
+def tile_rows(tiled: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Rows `ids` (0..n-1) of the (n, K) matrix as float32, reading only their bytes (an embedding
+    lookup). One token on the CPU (a decoding step) takes the C kernel's one call instead of ten
+    operators. An id outside 0..n-1 is an IndexError, as in nn.Embedding (C would read past the end)."""
     tiles, blocks = tiled.shape[:2]
+    if ids.numel() == 1:  # a decoding step's token: one read, not two reductions
+        low = high = int(ids.reshape(()))
+    else:
+        low, high = (int(ids.min()), int(ids.max())) if ids.numel() else (0, 0)
+    if low < 0 or high >= n:
+        raise IndexError(f"token id {low if low < 0 else high} is outside the embedding's {n} rows")
     if ids.numel() == 1 and tiled.device.type == "cpu" and library() is not None:
         out = torch.empty(1, blocks * BLOCK)
-        library().code_tiles_row(tiled.data_ptr(), scales.data_ptr(), blocks * BLOCK, int(ids.reshape(())), bits,
-                                 out.data_ptr())
+        library().code_tiles_row(tiled.data_ptr(), scales.data_ptr(), blocks * BLOCK, high, bits, out.data_ptr())
         return out
     lanes = tiled.view(tiles, blocks, -1, TILE, 4)  # (tiles, K/32, 8 or 4, 16 rows, 4)
     data = lanes[ids // TILE, :, :, ids % TILE]  # (n, K/32, 8 or 4, 4)
@@ -67,9 +73,8 @@ def from_tiles(tiled: torch.Tensor, scales: torch.Tensor, bits: int, n: int) -> 
     """The whole (n, K) matrix as float32 (a long input's dense product)."""
     tiles, blocks = tiled.shape[:2]
     data = tiled.view(tiles, blocks, -1, TILE, 4).permute(0, 3, 1, 2, 4)  # (tiles, 16 rows, K/32, 8 or 4, 4)
-    w = _weights(data.reshape(tiles * TILE, blocks, -1, 4), scales.permute(0, 3, 1, 2).reshape(tiles * TILE, blocks, 2),
-                 bits)
-    return w[:n]
+    rows = scales.permute(0, 3, 1, 2).reshape(tiles * TILE, blocks, 2)
+    return _weights(data.reshape(tiles * TILE, blocks, -1, 4), rows, bits)[:n]
 
 
 def _weights(data: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from . import code_tiles, native
 from .kv_cache import KVCache
 from .norm import RMSNorm
+from .probe import is_watched
 from .quant import CodeTiles, QuantizedLinear
 
 
@@ -94,8 +95,7 @@ class Plan:
 
     def watched(self) -> bool:
         """A probe's recorders or a hook on a block: they expect the modules' own forward."""
-        return any(attn.recorders or block._forward_hooks or block._forward_pre_hooks
-                   for block, attn, *_ in self.parts)
+        return any(is_watched(block) for block, *_ in self.parts)
 
     def weights(self) -> torch.Tensor | None:
         """decode_step.c's table of weights (n_layers, LAYER_FIELDS), or None if a tensor is no longer
@@ -139,30 +139,34 @@ def plan_for(model) -> Plan:
 
 def refusal(model, input_ids: torch.Tensor, cache: KVCache | None) -> str | None:
     """Why this forward cannot take the fast step, or None."""
+    return _checked(model, input_ids, cache)[1]
+
+
+def _checked(model, input_ids: torch.Tensor, cache: KVCache | None) -> tuple[Plan | None, str | None]:
+    """(the model's plan, None) where this forward can take the fast step, else (None, why not)."""
     if cache is None or input_ids.shape != (1, 1):
-        return "not one token of one row with a cache"
+        return None, "not one token of one row with a cache"
     if type(cache) is not KVCache or cache.has_padding or cache.encoder_output is not None:
-        return "not a plain KV cache"
+        return None, "not a plain KV cache"
     if cache.dtype != torch.float32 or cache.device.type != "cpu" or not cache.keys[0].is_contiguous():
-        return "not a float32 CPU cache"
+        return None, "not a float32 CPU cache"
     if model.training or torch.is_grad_enabled():
-        return "training: gradients need the modules' own forward"
+        return None, "training: gradients need the modules' own forward"
     plan = plan_for(model)
     if plan.refusal:
-        return plan.refusal
+        return None, plan.refusal
     if plan.watched():
-        return "a probe or hook watches the blocks"
+        return None, "a probe or hook watches the blocks"
     if model.final_norm.weight.dtype != torch.float32:
-        return "not a float32 model"
-    return None
+        return None, "not a float32 model"
+    return plan, None
 
 
 def try_step(model, input_ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor | None:
     """The final hidden state (1, 1, C) of one new token, its keys and values written to the cache,
     as Transformer.hidden gives it; or None, with nothing done, where `refusal` says no."""
-    if refusal(model, input_ids, cache) is not None:
-        return None
-    weights = plan_for(model).weights()
+    plan, _ = _checked(model, input_ids, cache)
+    weights = plan.weights() if plan is not None else None
     if weights is None:
         return None
     config, attn = model.config, model.blocks[0].attn

@@ -171,3 +171,9 @@ def probe(model, attention: Iterable[int] | str | bool = (), hidden: bool = Fals
         yield p
     finally:
         p.detach()
+
+
+def is_watched(block) -> bool:
+    """Whether a probe's attention recorders or any hook watch this block: a path that computes the
+    block other than by calling it (a shared prefix, the C decode step) must then step aside."""
+    return bool(block.attn.recorders or block._forward_hooks or block._forward_pre_hooks)

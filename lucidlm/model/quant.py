@@ -313,7 +313,7 @@ class CodeTiles(QuantizedMatrix):
         return code_tiles.from_tiles(self.tiled, self.scales, self.bits, self.shape[0])
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return code_tiles.tile_rows(self.tiled, self.scales, ids, self.bits)
+        return code_tiles.tile_rows(self.tiled, self.scales, ids, self.bits, self.shape[0])
 
 
 def int8_rows(w: torch.Tensor, source_type: str) -> Int8Rows:

@@ -31,7 +31,7 @@ from .mlp import MLP
 from .norm import make_norm
 from .position import (LearnedPositions, RelativePositionBias, RotaryEmbedding, SinusoidalPositions,
                        infer_positions)
-from .probe import probe
+from .probe import is_watched, probe
 from .shared_prefix import SharedPrefix
 
 
@@ -196,7 +196,7 @@ class Transformer(nn.Module):
         if self.rel_bias is not None:
             return "a shared prefix needs absolute or rotary positions, not a relative position bias"
         # a probe's attention recorders and its forward hooks would see the packed layout
-        if any(block.attn.recorders or block._forward_hooks or block._forward_pre_hooks for block in self.blocks):
+        if any(is_watched(block) for block in self.blocks):
             return ("a probe (or a hook) watches the blocks, which would see the packed layout: "
                     "forward without a shared prefix")
         return None
