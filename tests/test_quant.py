@@ -14,10 +14,12 @@ from gguf.quants import dequantize, quantize
 
 import lucidlm
 from lucidlm.cli import main
+from lucidlm.errors import FormatError
 from lucidlm.generation import PromptCache, generate_tokens
 from lucidlm.model import code_tiles
 from lucidlm.model.quant import (CodeTiles, Int4Groups, Int8Groups, Int8Rows, QuantizedEmbedding, QuantizedLinear,
-                                 dequantize_blocks, from_blocks, pack_int4, tiles_available, unpack_int4)
+                                 decode_blocks, dequantize_blocks, from_blocks, pack_int4, tiles_available, unpack_int4)
+from lucidlm.weights.row_blocks import RowBlocks
 
 from conftest import make_tiny_hf_model
 from gguf_helpers import reference_with, write_llama_gguf
@@ -71,6 +73,30 @@ def test_code_tiles_hold_the_files_weights_exactly(qtype):
     for outside in ([100], [-1], [3, 100]):  # 100 is a padding row of the last tile: still outside
         with pytest.raises(IndexError, match="outside the embedding's 100 rows"):
             matrix.rows(torch.tensor(outside))
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
+@pytest.mark.parametrize("rows", [1, 16, 37])
+def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
+    """The loader's one pass from the file's bytes to tiles (code_tiles.c) against to_tiles of the
+    decoded codes, byte for byte: codes, float16 scales and mins (Q4_0's -8 d, Q8_0's -128 d, one
+    of them past float16's range) and the zero padding rows."""
+    if not tiles_available():
+        pytest.skip(f"lucidlm's C kernel does not run here: {code_tiles.why_not()}")
+    w = np.random.default_rng(4).standard_normal((rows, 160)).astype(np.float32)
+    w[0, :32] *= 60000  # a block whose d times -8 or -128 overflows float16, in C as in PyTorch
+    with np.errstate(over="ignore"):  # Q4_1's min overflows in gguf's own rounding
+        raw = torch.from_numpy(quantize(w, qtype))
+    tiled, scales = code_tiles.tiles_from_blocks(raw, qtype.name, 160)
+    codes, d, m = decode_blocks(raw, qtype.name)
+    codes = codes.reshape(rows, 160)
+    if qtype == Q.Q8_0:
+        codes, m = codes.view(torch.uint8) ^ 128, -128 * d
+    want_tiled, want_scales = code_tiles.to_tiles(codes, d, m, 8 if qtype == Q.Q8_0 else 4)
+    assert torch.equal(tiled, want_tiled)
+    assert torch.equal(scales.view(torch.int16), want_scales.view(torch.int16))
+    with pytest.raises(ValueError, match=f"{qtype.name} blocks of 192 columns"):
+        code_tiles.tiles_from_blocks(raw, qtype.name, 192)
 
 
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
@@ -278,3 +304,23 @@ def test_a_word_tokenizer_cannot_be_written_as_gguf_and_says_so():
 
     with pytest.raises(lucidlm.LucidError, match="byte-level BPE"):
         gguf_tokenizer_metadata(unit_tokenizer("char", "abc"))
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
+@pytest.mark.parametrize("half, bits", [("d", 0x7C00), ("d", 0xFE00), ("m", 0x7C01), ("d", 0x7BFF), ("code", 0xFFFF)])
+def test_a_block_with_an_infinite_or_nan_scale_is_refused_at_load(qtype, half, bits):
+    """A flipped scale (or Q4_1's min) is caught from the float16 bits in place; the largest finite
+    float16 and any code bytes are fine."""
+    w = np.random.default_rng(5).standard_normal((48, 96)).astype(np.float32)
+    raw = torch.from_numpy(quantize(w, qtype))
+    size = {Q.Q8_0: 34, Q.Q4_0: 18, Q.Q4_1: 20}[qtype]
+    at = 17 * raw.shape[1] + size * 2 + {"d": 0, "m": 2, "code": size - 2}[half]  # row 17, block 2
+    if half == "m" and qtype != Q.Q4_1:
+        at += 2  # no min there: the first codes, which may be anything
+    raw.view(-1)[at:at + 2] = torch.tensor([bits & 255, bits >> 8], dtype=torch.uint8)
+    blocks = RowBlocks.of(raw, qtype.name, (48, 96))
+    if bits in (0x7C00, 0xFE00) or (bits == 0x7C01 and qtype == Q.Q4_1):
+        with pytest.raises(FormatError, match="tensor blk.0.x holds NaN or infinite values"):
+            blocks.check_finite("blk.0.x", "m.gguf")
+    else:
+        blocks.check_finite("blk.0.x", "m.gguf")

@@ -218,3 +218,83 @@ def test_a_corrupt_tiktoken_file(tmp_path):
     (tmp_path / "bad.tiktoken").write_text("IQ== 0\nnot-base64!! 1\n")
     with pytest.raises(FormatError, match="line 2"):
         Tokenizer.from_file(tmp_path / "bad.tiktoken")
+
+
+# --- a GGUF file's tokenizer, read with whole-list operations at every load -----------------------------
+
+def one_token_at_a_time(meta):
+    """The plain reading of GGUF tokenizer metadata, a loop per token and per merge: the reference."""
+    from lucidlm.tokenizer.byte_unicode import text_to_bytes
+
+    tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or [1] * len(
+        meta["tokenizer.ggml.tokens"])
+    vocab, specials, ids = [], {}, {}
+    for i, (text, kind) in enumerate(zip(tokens, types)):
+        if kind in (3, 4):  # control, user-defined
+            specials[text] = i
+            vocab.append(text.encode("utf-8"))
+        else:
+            vocab.append(text_to_bytes(text))
+        ids.setdefault(text, i)
+    merges = [(ids[a], ids[b]) for a, b in (m.split(" ") for m in meta["tokenizer.ggml.merges"])]
+    return vocab, merges, specials
+
+
+def small_gguf_meta(**changes):
+    from lucidlm.tokenizer.byte_unicode import bytes_to_text
+
+    tokens = [bytes_to_text(bytes([b])) for b in range(256)] + ["Ġt", "he", "Ġthe", "<|im_start|>", "Ġt", "ÃŃ",
+                                                                  "<my special>", "ŀé"]
+    types = [1] * 259 + [3, 1, 1, 4, 1]
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": ["Ġ t", "h e", "Ġt he", "h e"]}
+    return {**meta, **changes}
+
+
+@pytest.mark.parametrize("source", ["SmolLM2", "small"])
+def test_a_gguf_tokenizer_reads_as_one_token_at_a_time_would(source, smollm_path):
+    """Special tokens (one with a space), a text given twice (its first id is the one merges
+    name), a pair merged twice, and SmolLM2's 49,152 tokens and 48,900 merges."""
+    from lucidlm.gguf_file import read_metadata
+    from lucidlm.tokenizer.files import gguf_tokenizer_data
+
+    meta = read_metadata(smollm_path) if source == "SmolLM2" else small_gguf_meta()
+    data = gguf_tokenizer_data(meta, "m.gguf")
+    vocab, merges, specials = one_token_at_a_time(meta)
+    assert data["tokens"] == vocab and data["merges"] == merges and data["special_tokens"] == specials
+    tok = Tokenizer.from_dict(data)
+    assert tok.vocab == vocab and tok.merges == merges
+    first_rank = {}
+    for rank, pair in enumerate(merges):
+        first_rank.setdefault(pair, rank)
+    assert tok.ranks == first_rank  # a pair merged twice keeps its first rank
+    assert tok.merge_results == [tok.token_ids[vocab[a] + vocab[b]] for a, b in merges]
+    if source == "small":
+        assert tok.token_ids[b" t"] == 256 and tok.merge_results == [256, 257, 258, 257]
+        assert tok.encode(" the") == [258]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"tokenizer.ggml.token_type": [1] * 264}, r"token 262 '<my special>' is not byte-level text"),
+    ({"tokenizer.ggml.merges": ["Ġ t", "h e x"]}, r"merge #1 'h e x' uses a token"),
+    ({"tokenizer.ggml.merges": ["Ġ t", "he"]}, r"merge #1 'he' uses a token"),
+    ({"tokenizer.ggml.merges": ["Ġ t", "h zz"]}, r"merge #1 'h zz' uses a token not in the vocabulary"),
+    ({"tokenizer.ggml.tokens": list(range(264))}, "must be arrays of strings"),
+    ({"tokenizer.ggml.merges": [1, 2]}, "must be arrays of strings"),
+])
+def test_a_gguf_tokenizer_that_does_not_add_up_is_refused_by_name(changes, message):
+    from lucidlm.tokenizer.files import gguf_tokenizer_data
+
+    with pytest.raises(FormatError, match=message):
+        gguf_tokenizer_data(small_gguf_meta(**changes), "m.gguf")
+
+
+@pytest.mark.parametrize("merges, message", [
+    ([(97, 98), (97, 300)], r"merge #1 \(97, 300\) refers to a token outside"),
+    ([(97, 98), (-1, 98)], r"merge #1 \(-1, 98\) refers to a token outside"),
+    ([(97, 98), (98, 97)], r"merge #1 makes b'ba', which is not in the vocabulary"),
+])
+def test_merges_a_vocabulary_cannot_hold_are_refused_by_rank(merges, message):
+    vocab = [bytes([b]) for b in range(256)] + [b"ab"]
+    with pytest.raises(FormatError, match=message):
+        Tokenizer(vocab, merges, PreTokenizer.named("gpt2"))

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
 #error "code tiles need AVX-512 with VNNI; lucidlm uses PyTorch's kernels on this CPU"
@@ -147,6 +148,57 @@ int code_tiles_row(const uint8_t *codes, const uint16_t *scales, int64_t k, int6
             else
                 code = c[64 * ((j - 16) / 4) + 4 * r + j % 4] >> 4;
             out[g * BLOCK + j] = d * (float)code + m;
+        }
+    }
+    return 0;
+}
+
+/* A file's GGML blocks -> the tiles, in one pass over the bytes (code_tiles.py's to_tiles is the same
+   in PyTorch: decoding the codes to one byte each and laying them out took 0.2 s of the default
+   model's load). blocks: n rows of k/32 blocks of Q4_0 (kind 2: d, 16 bytes of codes), Q4_1 (3: d,
+   m, codes) or Q8_0 (8: d, 32 signed codes), as the file stores them. GGML's 4-bit byte j holds
+   column j (low nibble) and column j + 16 (high nibble), which is what the 4-bit tile keeps in a
+   byte, so each row's 4 bytes from j = 4 i move as one word. codes and scales hold n rounded up to
+   16 rows; the padding rows are zero. Q4_0's min is -8 d and Q8_0's -128 d (its codes made unsigned
+   by flipping their top bit): exact in float16 short of overflow, as in PyTorch. Returns 0, or 1 for
+   an unknown kind. */
+int code_tiles_from_blocks(const uint8_t *blocks, int64_t n, int64_t k, int kind, uint8_t *codes,
+                           uint16_t *scales, int threads) {
+    const int64_t n_blocks = k / BLOCK, n_tiles = (n + TILE - 1) / TILE;
+    const int64_t block_in = kind == 2 ? 18 : kind == 3 ? 20 : kind == 8 ? 34 : 0;
+    if (!block_in)
+        return 1;
+    const int bits = kind == 8 ? 8 : 4, words = bits == 8 ? 8 : 4, code_start = kind == 3 ? 4 : 2;
+    const int64_t block_out = TILE * BLOCK * bits / 8;
+    const uint32_t flip = bits == 8 ? 0x80808080u : 0;
+    const float min_factor = kind == 2 ? -8.0f : -128.0f;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t t = 0; t < n_tiles; t++) {
+        for (int64_t g = 0; g < n_blocks; g++) {
+            uint32_t *out = (uint32_t *)(codes + (t * n_blocks + g) * block_out);
+            uint16_t *d_out = scales + (t * n_blocks + g) * 2 * TILE, *m_out = d_out + TILE;
+            for (int r = 0; r < TILE; r++) {
+                const int64_t row = t * TILE + r;
+                if (row >= n) {
+                    for (int i = 0; i < words; i++)
+                        out[i * TILE + r] = 0;
+                    d_out[r] = m_out[r] = 0;
+                    continue;
+                }
+                const uint8_t *block = blocks + (row * n_blocks + g) * block_in;
+                uint16_t d;
+                memcpy(&d, block, 2);
+                d_out[r] = d;
+                if (kind == 3)
+                    memcpy(&m_out[r], block + 2, 2);
+                else
+                    m_out[r] = _cvtss_sh(min_factor * _cvtsh_ss(d), _MM_FROUND_TO_NEAREST_INT);
+                for (int i = 0; i < words; i++) {
+                    uint32_t word;
+                    memcpy(&word, block + code_start + 4 * i, 4);
+                    out[i * TILE + r] = word ^ flip;
+                }
+            }
         }
     }
     return 0;

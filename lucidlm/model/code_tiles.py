@@ -48,6 +48,28 @@ def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int) -
     return tiled, scales.view(tiles, TILE, blocks, 2).permute(0, 2, 3, 1).contiguous()
 
 
+# GGML's type codes for the block formats code_tiles.c reads (ggml.h)
+GGML_KINDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
+GGML_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+
+
+def tiles_from_blocks(raw: torch.Tensor, kind: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A file's blocks (N, K/32 * block bytes) uint8 -> what `to_tiles` makes of their decoded codes and
+    scales (Q8_0's codes made unsigned), in one pass of the C kernel over the bytes."""
+    n = raw.shape[0]
+    if raw.dtype != torch.uint8 or raw.shape[1] != k // BLOCK * GGML_BLOCK_BYTES[kind]:
+        raise ValueError(f"{kind} blocks of {k} columns are (N, {k // BLOCK * GGML_BLOCK_BYTES[kind]}) uint8, "
+                         f"not {tuple(raw.shape)} {raw.dtype}")
+    bits, tiles, blocks = 8 if kind == "Q8_0" else 4, -(-n // TILE), k // BLOCK
+    tiled = torch.empty(tiles, blocks, block_bytes(bits), dtype=torch.uint8)
+    scales = torch.empty(tiles, blocks, 2, TILE, dtype=torch.float16)
+    raw = raw.contiguous()
+    if library().code_tiles_from_blocks(raw.data_ptr(), n, k, GGML_KINDS[kind], tiled.data_ptr(), scales.data_ptr(),
+                                        torch.get_num_threads()):
+        raise ValueError(f"code_tiles.c does not read {kind} blocks")
+    return tiled, scales
+
+
 def tile_rows(tiled: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     """Rows `ids` (0..n-1) of the (n, K) matrix as float32, reading only their bytes (an embedding
     lookup). One token on the CPU (a decoding step) takes the C kernel's one call instead of ten
@@ -118,6 +140,7 @@ def library() -> ctypes.CDLL | None:
         native.declare(lib, "code_tiles_matmul", ptr, i64, i64, ptr, ptr, i64, ctypes.c_int, ptr, ctypes.c_int,
                        ctypes.c_int)
         native.declare(lib, "code_tiles_row", ptr, ptr, i64, i64, ctypes.c_int, ptr)
+        native.declare(lib, "code_tiles_from_blocks", ptr, i64, i64, ctypes.c_int, ptr, ptr, ctypes.c_int)
     return lib
 
 

@@ -282,15 +282,20 @@ class CodeTiles(QuantizedMatrix):
     def kernel_available(self) -> bool:
         return tiles_available()
 
-    def __init__(self, codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int, source_type: str) -> None:
-        """codes (N, K) unsigned, d and m (N, K/32): w = d codes + m."""
-        super().__init__(tuple(codes.shape), source_type)
+    def __init__(self, tiled: torch.Tensor, scales: torch.Tensor, shape: tuple[int, int], bits: int,
+                 source_type: str) -> None:
+        """tiled and scales in code_tiles' layout, of a (N, K) matrix (`CodeTiles.of` makes them)."""
+        super().__init__(shape, source_type)
         self.bits = bits
         self.form = f"int{bits} in 16-row tiles, a scale and min per 32"
-        tiled, scales = code_tiles.to_tiles(codes, d, m, bits)
         self.register_buffer("tiled", tiled)  # (N'/16, K/32, 256 or 512) uint8
         # (N'/16, K/32, 2, 16) float16, held as its bits: model.to(dtype) converts floating buffers only
         self.register_buffer("scale_bits", scales.view(torch.int16))
+
+    @staticmethod
+    def of(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int, source_type: str) -> "CodeTiles":
+        """codes (N, K) unsigned, d and m (N, K/32): w = d codes + m."""
+        return CodeTiles(*code_tiles.to_tiles(codes, d, m, bits), tuple(codes.shape), bits, source_type)
 
     @staticmethod
     def cat_rows(parts: list["CodeTiles"]) -> "CodeTiles":
@@ -337,11 +342,15 @@ def int4_groups(w: torch.Tensor, source_type: str) -> Int4Groups:
 def from_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int], tiles: bool | None = None) -> QuantizedMatrix:
     """A file's GGML blocks (N, row bytes) uint8 -> the in-memory form, with the file's codes. CodeTiles
     (`tiles`; by default where their kernel runs) keep its scales; PyTorch's kernels' forms re-express
-    them with the kernel's zero, rounded to bfloat16 as those kernels take them.
-    PACK_ROWS rows at a time, so the decoded codes of a whole embedding never exist at once."""
+    them with the kernel's zero, rounded to bfloat16 as those kernels take them. Where the C kernels
+    run, the bytes go straight into tiles; else they are decoded PACK_ROWS rows at a time, so the
+    decoded codes of a whole embedding never exist at once."""
     if kind not in NATIVE:
         raise ValueError(f"no in-memory form reads {kind} blocks directly")
     tiles = tiles_available() if tiles is None else tiles
+    if tiles and tiles_available() and raw.device.type == "cpu":  # the bytes straight into tiles, in C
+        return CodeTiles(*code_tiles.tiles_from_blocks(raw, kind, shape[1]), tuple(shape), 8 if kind == "Q8_0" else 4,
+                         kind)
     parts = [_from_block_rows(raw[i:i + PACK_ROWS], kind, shape[1], tiles) for i in range(0, shape[0], PACK_ROWS)]
     return parts[0] if len(parts) == 1 else type(parts[0]).cat_rows(parts)
 
@@ -351,9 +360,9 @@ def _from_block_rows(raw: torch.Tensor, kind: str, width: int, tiles: bool) -> Q
     codes = codes.reshape(len(raw), width)
     if tiles and kind == "Q8_0":  # unsigned codes for vpdpbusd: d q = d (q + 128) - 128 d
         # q + 128 as a byte is q's two's complement byte with its top bit flipped: one pass, no widening
-        return CodeTiles(codes.view(torch.uint8) ^ 128, d, -128 * d, 8, kind)
+        return CodeTiles.of(codes.view(torch.uint8) ^ 128, d, -128 * d, 8, kind)
     if tiles:
-        return CodeTiles(codes, d, m, 4, kind)
+        return CodeTiles.of(codes, d, m, 4, kind)
     if kind == "Q8_0":
         return Int8Groups(codes, d, kind)
     return Int4Groups(codes, d, m + 8 * d, kind)  # (q - 8) d + (m + 8d) = q d + m

@@ -8,6 +8,7 @@ to U+0100 and up, so a space becomes "Ġ" and a newline "Ċ" (Radford et al. 201
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import accumulate
 
 
 @lru_cache(maxsize=None)
@@ -54,3 +55,20 @@ def text_to_bytes(text: str) -> bytes | None:
         return mapped.encode("latin-1")
     except UnicodeEncodeError:  # above U+00FF and no stand-in
         return None
+
+
+def texts_to_bytes(texts: list[str]) -> list[bytes] | None:
+    """text_to_bytes of every text, or None if any is not byte-level text: one translate and one
+    encode over all of them joined, then cut (a GGUF vocabulary: 0.07 s as 49,000 calls, 0.01 s so).
+    Each text maps to at most as many bytes as it has characters, so equal totals mean every text
+    kept its length, as text_to_bytes requires of each."""
+    joined = "".join(texts)
+    mapped = joined.translate(_latin1_table())
+    if len(mapped) != len(joined):
+        return None
+    try:
+        data = mapped.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    ends = list(accumulate(map(len, texts)))
+    return [data[start:end] for start, end in zip([0, *ends], ends)]

@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import os
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from ..errors import FormatError, reading
 from ..files import read_json, write_atomic
 from ..gguf_file import read_metadata
 from ..locate import TOKENIZER_FILE, Location, adapter_base, locate
-from .byte_unicode import bytes_to_text, text_to_bytes
+from .byte_unicode import bytes_to_text, text_to_bytes, texts_to_bytes
 from .our_format import BPE_FORMAT, FORMAT_VERSION, UNIT_FORMATS, WORDPIECE_FORMAT, bpe_data
 from .pretokenizer import GPT2_PATTERN, NAMED, SINGLE_DIGIT, PreTokenizer
 
@@ -340,6 +341,8 @@ def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | 
     merges_text = meta.get("tokenizer.ggml.merges")
     if not isinstance(tokens, list) or not isinstance(merges_text, list):
         raise FormatError(f"{origin}: the GGUF tokenizer lacks tokenizer.ggml.tokens or tokenizer.ggml.merges")
+    if not set(map(type, tokens)) <= {str} or not set(map(type, merges_text)) <= {str}:
+        raise FormatError(f"{origin}: tokenizer.ggml.tokens and tokenizer.ggml.merges must be arrays of strings")
     pre_name = pre_tokenizer or meta.get("tokenizer.ggml.pre")
     if pre_name is None:
         raise FormatError(f"{origin}: the GGUF file does not name its pre-tokenizer (tokenizer.ggml.pre); "
@@ -348,23 +351,32 @@ def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | 
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     if len(types) != len(tokens):
         raise FormatError(f"{origin}: {len(tokens)} tokens but {len(types)} token types")
-    specials, vocab, ids = {}, [], {}
-    for i, (text, kind_) in enumerate(zip(tokens, types)):
-        if kind_ in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED):
-            specials[text] = i
-            vocab.append(text.encode("utf-8"))
-        else:
-            data = text_to_bytes(text)
-            if data is None:
-                raise FormatError(f"{origin}: token {i} {text!r} is not byte-level text")
-            vocab.append(data)
-        ids.setdefault(text, i)
-    merges = []
-    for n, merge in enumerate(merges_text):
-        parts = merge.split(" ")
-        if len(parts) != 2 or parts[0] not in ids or parts[1] not in ids:
-            raise FormatError(f"{origin}: merge #{n} {merge!r} uses a token not in the vocabulary")
-        merges.append((ids[parts[0]], ids[parts[1]]))
+    # Whole-list operations, not a loop per token: this runs at every load of a GGUF model, and its
+    # 49,000 tokens and merges took 0.3 s one by one.
+    special_ids = [i for i, kind_ in enumerate(types) if kind_ in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED)]
+    ordinary = list(tokens)
+    for i in special_ids:
+        ordinary[i] = ""
+    vocab = texts_to_bytes(ordinary)
+    if vocab is None:
+        i = next(i for i, text in enumerate(ordinary) if text_to_bytes(text) is None)
+        raise FormatError(f"{origin}: token {i} {tokens[i]!r} is not byte-level text")
+    specials = {}
+    for i in special_ids:
+        specials[tokens[i]] = i
+        vocab[i] = tokens[i].encode("utf-8")
+    ids = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))  # a repeated text: its first id
+    try:
+        if set(map(str.count, merges_text, repeat(" "))) - {1}:
+            raise ValueError("a merge is not two tokens")
+        merge_ids = iter(list(map(ids.__getitem__, " ".join(merges_text).split(" "))))
+        merges = list(zip(merge_ids, merge_ids))
+    except (KeyError, ValueError):  # find the first bad one, for the message
+        for n, merge in enumerate(merges_text):
+            parts = merge.split(" ")
+            if len(parts) != 2 or parts[0] not in ids or parts[1] not in ids:
+                raise FormatError(f"{origin}: merge #{n} {merge!r} uses a token not in the vocabulary") from None
+        raise
 
     def token(key: str) -> str | None:
         i = meta.get(f"tokenizer.ggml.{key}_token_id")

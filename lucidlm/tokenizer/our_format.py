@@ -1,9 +1,9 @@
 """Our tokenizer dict format (lucidlm-tokenizer.json, and what every reader produces in memory).
 
 It keeps the merges as the source of truth: the base tokens (the 256 bytes and any token no merge
-makes), the merges [a, b, new] in rank order and the special tokens rebuild every token's bytes. A
-merge may also be [a, b] when the base tokens list every token, as bytes rather than hex (what
-the readers of other formats produce, in memory: quick to build and to read).
+makes), the merges [a, b, new] in rank order and the special tokens rebuild every token's bytes.
+The readers of other formats make a form that lives in memory only, quick to build and to read:
+`tokens`, every id's bytes in a list, and the merges as (a, b) pairs.
 Tokenizer.to_dict/from_dict and the readers in files.py meet here.
 """
 
@@ -24,20 +24,27 @@ def bpe_data(vocab: list[bytes], merges: list[tuple[int, int]], pre_tokenizer: P
              special_tokens: dict[str, int], origin: str, merge_rule: str = "merges",
              **fields: Any) -> dict[str, Any]:
     """Our dict from a vocabulary (id -> bytes; a special token: its UTF-8 text) and merge pairs in
-    rank order, with every token's bytes listed (what a reader makes: quick to build and to read).
-    It lives in memory only, so the base tokens stay bytes: hex text is for files (to_dict), and
-    SmolLM2's 49,000 tokens took 0.12 s to write as hex and read back."""
-    special_ids = set(special_tokens.values())
+    rank order, in the in-memory form (what a reader makes): `tokens` lists every id's bytes. Hex
+    base tokens keyed by id are for files (to_dict): SmolLM2's 49,000 tokens took 0.12 s to write
+    as hex and read back, and 0.15 s as bytes keyed by id."""
     return {"format": BPE_FORMAT, "version": FORMAT_VERSION, "origin": origin, "vocab_size": len(vocab),
-            "pre_tokenizer": pre_tokenizer.to_dict(), "merge_rule": merge_rule,
-            "base_tokens": {str(i): t for i, t in enumerate(vocab) if i not in special_ids},
-            "merges": [list(pair) for pair in merges], "special_tokens": dict(special_tokens), **fields}
+            "pre_tokenizer": pre_tokenizer.to_dict(), "merge_rule": merge_rule, "tokens": list(vocab),
+            "merges": list(merges), "special_tokens": dict(special_tokens), **fields}
 
 
 def vocab_and_merges(data: dict[str, Any], origin: str) -> tuple[list[bytes], list[tuple[int, int]]]:
     """Our dict's vocabulary (id -> bytes) and merge pairs: base tokens, then specials, then the
-    tokens the file stores as their merge, rebuilt in rank order. Every id is checked on the way."""
+    tokens the file stores as their merge, rebuilt in rank order. Every id is checked on the way.
+    The in-memory form's `tokens` are the vocabulary as they are."""
     size = int(data["vocab_size"])
+    if "tokens" in data:
+        vocab = list(data["tokens"])
+        if len(vocab) != size or not set(map(type, vocab)) <= {bytes}:
+            raise FormatError(f"{origin}: the tokens are not {size} byte strings")
+        for text, i in data["special_tokens"].items():
+            if not isinstance(i, int) or not 0 <= i < size:
+                raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range")
+        return vocab, list(map(tuple, data["merges"]))
     defined = len(data["base_tokens"]) + len(data["merges"]) + len(data["special_tokens"])
     if not 0 < size <= defined:  # before allocating: a vocab_size of 10**9 is not 10**9 tokens
         raise FormatError(f"{origin}: vocab_size {size} does not fit the {defined} tokens the file defines")

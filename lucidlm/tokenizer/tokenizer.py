@@ -12,6 +12,7 @@ token, ranked by that token's id).
 from __future__ import annotations
 
 import os
+from itertools import chain
 from typing import Any, Iterable, Sequence
 
 import regex
@@ -56,10 +57,13 @@ class Tokenizer:
         for text, i in self.special_tokens.items():
             if not 0 <= i < len(self.vocab):
                 raise FormatError(f"special token {text!r} has id {i}, outside the vocabulary of {len(self.vocab)}")
-        self.token_ids: dict[bytes, int] = {}  # bytes -> id, ordinary tokens only
-        for i, token in enumerate(self.vocab):
-            if i not in special_ids:
-                self.token_ids.setdefault(token, i)
+        # bytes -> id, ordinary tokens only (a repeated token: its first id). Built by one dict() call:
+        # a GGUF model's tokenizer is built at every load, and a loop spent 40 ms here.
+        keys: list[bytes | None] = list(self.vocab)
+        for i in special_ids:
+            keys[i] = None
+        self.token_ids: dict[bytes, int] = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))
+        self.token_ids.pop(None, None)
         # Some real vocabularies lack a few bytes (SmolLM2 has no token for b"\x04" or for 0xC0,
         # which UTF-8 never uses). Like `tokenizers` and llama.cpp, such bytes are dropped.
         self.byte_ids: list[int | None] = [self.token_ids.get(bytes([b])) for b in range(256)]
@@ -81,16 +85,20 @@ class Tokenizer:
                     if a is not None and b is not None:
                         self.ranks[(a, b)] = i
         elif self.merge_rule == "merges":
-            self.merge_results = []
-            for rank, (a, b) in enumerate(merges):
-                if not (0 <= a < len(self.vocab) and 0 <= b < len(self.vocab)):
-                    raise FormatError(f"merge #{rank} ({a}, {b}) refers to a token outside the vocabulary")
-                new = self.token_ids.get(self.vocab[a] + self.vocab[b])
-                if new is None:
-                    raise FormatError(f"merge #{rank} makes {self.vocab[a] + self.vocab[b]!r}, "
-                                      f"which is not in the vocabulary")
-                self.ranks.setdefault((a, b), rank)
-                self.merge_results.append(new)
+            pairs = list(map(tuple, merges))
+            n = len(self.vocab)
+            ends = list(chain.from_iterable(pairs))
+            if ends and (min(ends) < 0 or max(ends) >= n):
+                rank, (a, b) = next((r, p) for r, p in enumerate(pairs) if not (0 <= p[0] < n and 0 <= p[1] < n))
+                raise FormatError(f"merge #{rank} ({a}, {b}) refers to a token outside the vocabulary")
+            vocab, find = self.vocab, self.token_ids.get
+            self.merge_results = [find(vocab[a] + vocab[b]) for a, b in pairs]
+            if None in self.merge_results:
+                rank = self.merge_results.index(None)
+                made = vocab[pairs[rank][0]] + vocab[pairs[rank][1]]
+                raise FormatError(f"merge #{rank} makes {made!r}, which is not in the vocabulary")
+            # a pair merged twice keeps its first rank
+            self.ranks = dict(zip(reversed(pairs), range(len(pairs) - 1, -1, -1)))
         else:
             raise FormatError(f"unknown merge rule {self.merge_rule!r} (known: merges, ranks)")
         self.merges = merges
