@@ -100,10 +100,11 @@ def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
 
 
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
-@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("rows", [1, 3, 4, 7, 16, 41])
 def test_the_c_kernel_multiplies_by_the_activations_rounded_to_int8(qtype, rows):
     """What the C kernel computes, written in PyTorch: x rounded to int8 per 32 (llama.cpp's Q8
-    activations) times the file's weights. A residual add (`into`) adds the same product."""
+    activations) times the file's weights, one row at a time and 4 at once (a prompt's rows, 41:
+    ten fours and one). A residual add (`into`) adds the same product."""
     if not tiles_available():
         pytest.skip(f"lucidlm's C kernel does not run here: {code_tiles.why_not()}")
     w = np.random.default_rng(2).standard_normal((192, 128)).astype(np.float32)
@@ -165,10 +166,12 @@ def tiny_llama():
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0])
 def test_a_quantized_model_computes_what_its_held_weights_say(tiny_llama, tmp_path, qtype):
     """Q5_0 has no kernel: it is re-quantized to int8 rows. Against a float32 model given the held
-    weights (its state dict), a long input (dense BLAS) agrees to float32 rounding and a short one
-    (the kernels, bfloat16 activations) to 6% of the largest logit (3.2% measured: this random model
-    amplifies bfloat16 rounding). Against the file in float32 the
-    bfloat16 scales add 0.2% per weight, which this random 2-layer model amplifies: 10%."""
+    weights (its state dict), what the kernels compute (activations rounded to bfloat16, or to int8
+    in lucidlm's C kernel) agrees to 6% of the largest logit for 6 tokens (3.2% measured: this random
+    model amplifies the rounding) and to 10% for 2 x 30 tokens, which lucidlm's C kernel takes too
+    (7.2% measured); a long input that PyTorch's kernels leave to dense BLAS agrees to float32
+    rounding. Against the file in float32 the bfloat16 scales add
+    0.2% per weight, which this random 2-layer model amplifies: 10%."""
     path = tmp_path / "tiny.gguf"
     write_llama_gguf(path, tiny_llama, qtype)
     quantized, _ = lucidlm.load(path)
@@ -183,7 +186,11 @@ def test_a_quantized_model_computes_what_its_held_weights_say(tiny_llama, tmp_pa
             off = (quantized(ids) - dense(ids)).abs().max() / dense(ids).abs().max()
             assert off <= (0.2 if qtype == Q.Q5_0 else 0.1)  # re-quantizing Q5_0 to int8 rows adds its own error
         dense.load_state_dict(quantized.state_dict())
-        torch.testing.assert_close(quantized(long), dense(long), rtol=1e-4, atol=1e-4)
+        if any(isinstance(layer.matrix, CodeTiles) for layer in layers):
+            want = dense(long)
+            assert (quantized(long) - want).abs().max() <= 0.1 * want.abs().max()
+        else:
+            torch.testing.assert_close(quantized(long), dense(long), rtol=1e-4, atol=1e-4)
         want = dense(short)
         assert (quantized(short) - want).abs().max() <= 0.06 * want.abs().max()
 

@@ -88,6 +88,51 @@ static __m512 tile_dot(const uint8_t *codes, const uint16_t *scales, int64_t blo
     return acc;
 }
 
+/* One tile's 16 outputs for ROWS activation rows (k apart in xq; their dx, dx_sum k/32 apart) into
+   acc[0..ROWS-1]: each block's codes are loaded, and 4-bit ones split, once for all the rows. A
+   prompt's many rows make those loads the bottleneck of tile_dot (measured on a 512-token prompt:
+   1.6x faster with 4 rows than one at a time). */
+#define ROWS 4
+static void tile_dot_rows(const uint8_t *codes, const uint16_t *scales, int64_t blocks, int bits, const int8_t *xq,
+                          int64_t k, const float *dx, const float *dx_sum, __m512 acc[ROWS]) {
+    const int64_t block_bytes = bits == 4 ? 256 : 512;
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+    for (int r = 0; r < ROWS; r++)
+        acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < blocks; g++) {
+        const uint8_t *c = codes + g * block_bytes;
+        for (int64_t line = 0; line < block_bytes; line += 64)
+            _mm_prefetch((const char *)c + PREFETCH + line, _MM_HINT_T0);
+        __m512i v[8]; /* v[i] multiplies activations 4 i .. 4 i + 3 of the block */
+        if (bits == 4) {
+            for (int i = 0; i < 4; i++) {
+                __m512i both = _mm512_loadu_si512(c + 64 * i);
+                v[i] = _mm512_and_si512(both, low_nibbles);
+                v[i + 4] = _mm512_and_si512(_mm512_srli_epi16(both, 4), low_nibbles);
+            }
+        } else {
+            for (int i = 0; i < 8; i++)
+                v[i] = _mm512_loadu_si512(c + 64 * i);
+        }
+        const uint16_t *s = scales + g * 2 * TILE;
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s));
+        __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + TILE)));
+        for (int r = 0; r < ROWS; r++) {
+            const int32_t *x4 = (const int32_t *)(xq + r * k + g * BLOCK);
+            __m512i dot0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_set1_epi32(x4[0]));
+            __m512i dot1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[1], _mm512_set1_epi32(x4[1]));
+            for (int i = 2; i < 8; i += 2) {
+                dot0 = _mm512_dpbusd_epi32(dot0, v[i], _mm512_set1_epi32(x4[i]));
+                dot1 = _mm512_dpbusd_epi32(dot1, v[i + 1], _mm512_set1_epi32(x4[i + 1]));
+            }
+            const int64_t at = r * (k / BLOCK) + g;
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dot0, dot1)),
+                                     _mm512_mul_ps(d, _mm512_set1_ps(dx[at])), acc[r]);
+            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx_sum[at]), acc[r]);
+        }
+    }
+}
+
 /* out (rows, n_tiles * 16) = x W^T, or += with `accumulate`, from activations already rounded (xq, dx,
    dx_sum: rows x k, rows x k/32, rows x k/32). The tiles are shared among the threads of the enclosing
    OpenMP parallel region (an "orphaned" omp for; outside a region, one thread does them all). */
@@ -98,7 +143,17 @@ static void tiles_product(const int8_t *xq, const float *dx, const float *dx_sum
     const int64_t tile_bytes = blocks * (bits == 4 ? 256 : 512), tile_scales = blocks * 2 * TILE;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tiles; t++) {
-        for (int64_t r = 0; r < rows; r++) {  /* a tile's codes stay in L1 across the rows */
+        int64_t r = 0;
+        for (; r + ROWS <= rows; r += ROWS) {  /* a tile's codes stay in L1 across the rows */
+            __m512 y[ROWS];
+            tile_dot_rows(codes + t * tile_bytes, scales + t * tile_scales, blocks, bits, xq + r * k, k,
+                          dx + r * blocks, dx_sum + r * blocks, y);
+            for (int i = 0; i < ROWS; i++) {
+                float *o = out + (r + i) * n_tiles * TILE + t * TILE;
+                _mm512_storeu_ps(o, accumulate ? _mm512_add_ps(_mm512_loadu_ps(o), y[i]) : y[i]);
+            }
+        }
+        for (; r < rows; r++) {
             __m512 y = tile_dot(codes + t * tile_bytes, scales + t * tile_scales, blocks, bits, xq + r * k,
                                 dx + r * blocks, dx_sum + r * blocks);
             float *o = out + r * n_tiles * TILE + t * TILE;

@@ -282,6 +282,12 @@ class CodeTiles(QuantizedMatrix):
     def kernel_available(self) -> bool:
         return tiles_available()
 
+    def uses_kernel(self, x: torch.Tensor) -> bool:
+        """Any number of rows: a prompt's too. code_tiles.c takes 4 rows per pass over a tile's codes,
+        which makes a 512-token prompt 1.7x faster than dequantizing for dense BLAS (measured:
+        Q8_0 1000 against 570 tokens/s, Q4_1 950 against 490, SmolLM2 on 2 threads)."""
+        return self.kernel_available and x.device.type == "cpu"
+
     def __init__(self, tiled: torch.Tensor, scales: torch.Tensor, shape: tuple[int, int], bits: int,
                  source_type: str) -> None:
         """tiled and scales in code_tiles' layout, of a (N, K) matrix (`CodeTiles.of` makes them)."""
