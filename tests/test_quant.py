@@ -75,23 +75,39 @@ def test_code_tiles_hold_the_files_weights_exactly(qtype):
             matrix.rows(torch.tensor(outside))
 
 
+def test_q8_0_tiles_hold_a_scale_whose_min_float16_could_not():
+    """Q8_0 tiles keep d alone (m = -128 d is computed): a block with d near 600, whose -128 d is past
+    float16's range, still holds the file's weights exactly, and the kernel multiplies by them."""
+    w = np.random.default_rng(6).standard_normal((32, 64)).astype(np.float32)
+    w[3, :32] *= 60000
+    raw = quantize(w, Q.Q8_0)
+    exact = torch.from_numpy(dequantize(raw, Q.Q8_0))
+    matrix = from_blocks(torch.from_numpy(raw), "Q8_0", w.shape, tiles=True)
+    assert 512 < float(matrix.scales[0, 0, 0, 3]) < 65504 and matrix.scales.shape == (2, 2, 1, 16)
+    assert torch.equal(matrix.dequantize(), exact) and torch.equal(matrix.rows(torch.tensor([3])), exact[3:4])
+    if tiles_available():
+        x = torch.randn(2, 64)
+        want = code_tiles.rounded_activations(x) @ exact.t()
+        torch.testing.assert_close(matrix.matmul(x), want, rtol=0, atol=1e-5 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1])
 @pytest.mark.parametrize("rows", [1, 16, 37])
 def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
     """The loader's one pass from the file's bytes to tiles (code_tiles.c) against to_tiles of the
-    decoded codes, byte for byte: codes, float16 scales and mins (Q4_0's -8 d, Q8_0's -128 d, one
-    of them past float16's range) and the zero padding rows."""
+    decoded codes, byte for byte: codes, float16 scales and mins (Q4_0's -8 d, past float16's range
+    in one block; Q8_0 holds no min) and the zero padding rows."""
     if not tiles_available():
         pytest.skip(f"lucidlm's C kernel does not run here: {code_tiles.why_not()}")
     w = np.random.default_rng(4).standard_normal((rows, 160)).astype(np.float32)
-    w[0, :32] *= 60000  # a block whose d times -8 or -128 overflows float16, in C as in PyTorch
+    w[0, :32] *= 60000  # a block whose d times -8 overflows float16, in C as in PyTorch
     with np.errstate(over="ignore"):  # Q4_1's min overflows in gguf's own rounding
         raw = torch.from_numpy(quantize(w, qtype))
     tiled, scales = code_tiles.tiles_from_blocks(raw, qtype.name, 160)
     codes, d, m = decode_blocks(raw, qtype.name)
     codes = codes.reshape(rows, 160)
     if qtype == Q.Q8_0:
-        codes, m = codes.view(torch.uint8) ^ 128, -128 * d
+        codes, m = codes.view(torch.uint8) ^ 128, None
     want_tiled, want_scales = code_tiles.to_tiles(codes, d, m, 8 if qtype == Q.Q8_0 else 4)
     assert torch.equal(tiled, want_tiled)
     assert torch.equal(scales.view(torch.int16), want_scales.view(torch.int16))

@@ -10,9 +10,9 @@
      8-bit: byte 64 i + 4 r + b is row r's code for column 4 i + b         (i = 0..7)
      4-bit: byte 64 i + 4 r + b holds row r's code for column 4 i + b in its low nibble and the code
             for column 16 + 4 i + b in its high nibble                      (i = 0..3)
-   scales, for tile t and block g: 16 float16 d (rows 0..15), then 16 float16 m.
-   8-bit codes are unsigned (c = q + 128, m = -128 d), because vpdpbusd multiplies unsigned bytes by
-   signed ones. lucidlm/model/code_tiles.py builds these arrays and holds the plain path. */
+   scales, for tile t and block g: 16 float16 d (rows 0..15), then, for 4-bit codes, 16 float16 m.
+   8-bit codes are unsigned (c = q + 128, so m = -128 d, computed rather than stored: a Q8_0 matrix
+   moves as many bytes as its file holds), because vpdpbusd multiplies unsigned bytes by signed ones. lucidlm/model/code_tiles.py builds these arrays and holds the plain path. */
 
 #include <immintrin.h>
 #include <math.h>
@@ -30,6 +30,16 @@
    matrix, and each of SmolLM2's is only a few hundred kilobytes (measured: 15-20% off a decoded
    token; 2-8 KiB ahead all do about as well). */
 #define PREFETCH 4096
+
+/* float16 scales per tile and block: d for each of the 16 rows, and m for 4-bit codes */
+static inline int64_t block_scales(int bits) { return bits == 4 ? 2 * TILE : TILE; }
+
+/* A block's 16 d and 16 m, from its scales (s) */
+static inline void load_scales(const uint16_t *s, int bits, __m512 *d, __m512 *m) {
+    *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s));
+    *m = bits == 4 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + TILE)))
+                   : _mm512_mul_ps(*d, _mm512_set1_ps(-128.0f));
+}
 
 /* x (K floats) -> xq (K int8) and per block its scale dx and dx * sum(xq): xq = round(x / dx), with
    dx = max |x| / 127 over the block (round to nearest even, the CPU's default rounding). */
@@ -79,9 +89,8 @@ static __m512 tile_dot(const uint8_t *codes, const uint16_t *scales, int64_t blo
             }
         }
         __m512i dot = _mm512_add_epi32(_mm512_add_epi32(dot0, dot1), _mm512_add_epi32(dot2, dot3));
-        const uint16_t *s = scales + g * 2 * TILE;
-        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s));
-        __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + TILE)));
+        __m512 d, m;
+        load_scales(scales + g * block_scales(bits), bits, &d, &m);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(dx[g])), acc);
         acc = _mm512_fmadd_ps(m, _mm512_set1_ps(dx_sum[g]), acc);
     }
@@ -114,9 +123,8 @@ static void tile_dot_rows(const uint8_t *codes, const uint16_t *scales, int64_t 
             for (int i = 0; i < 8; i++)
                 v[i] = _mm512_loadu_si512(c + 64 * i);
         }
-        const uint16_t *s = scales + g * 2 * TILE;
-        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s));
-        __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + TILE)));
+        __m512 d, m;
+        load_scales(scales + g * block_scales(bits), bits, &d, &m);
         for (int r = 0; r < ROWS; r++) {
             const int32_t *x4 = (const int32_t *)(xq + r * k + g * BLOCK);
             __m512i dot0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_set1_epi32(x4[0]));
@@ -140,7 +148,7 @@ static void tiles_product(const int8_t *xq, const float *dx, const float *dx_sum
                           const uint8_t *codes, const uint16_t *scales, int64_t n_tiles, int bits, float *out,
                           int accumulate) {
     const int64_t blocks = k / BLOCK;
-    const int64_t tile_bytes = blocks * (bits == 4 ? 256 : 512), tile_scales = blocks * 2 * TILE;
+    const int64_t tile_bytes = blocks * (bits == 4 ? 256 : 512), tile_scales = blocks * block_scales(bits);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tiles; t++) {
         int64_t r = 0;
@@ -190,10 +198,11 @@ int code_tiles_matmul(const float *x, int64_t rows, int64_t k, const uint8_t *co
 int code_tiles_row(const uint8_t *codes, const uint16_t *scales, int64_t k, int64_t row, int bits, float *out) {
     const int64_t blocks = k / BLOCK, t = row / TILE, r = row % TILE;
     const uint8_t *tile = codes + t * blocks * (bits == 4 ? 256 : 512);
-    const uint16_t *tile_scales = scales + t * blocks * 2 * TILE;
+    const uint16_t *tile_scales = scales + t * blocks * block_scales(bits);
     for (int64_t g = 0; g < blocks; g++) {
         const uint8_t *c = tile + g * (bits == 4 ? 256 : 512);
-        float d = _cvtsh_ss(tile_scales[g * 2 * TILE + r]), m = _cvtsh_ss(tile_scales[g * 2 * TILE + TILE + r]);
+        const uint16_t *s = tile_scales + g * block_scales(bits);
+        float d = _cvtsh_ss(s[r]), m = bits == 4 ? _cvtsh_ss(s[TILE + r]) : -128.0f * d;
         for (int j = 0; j < BLOCK; j++) {
             int code;
             if (bits == 8)
@@ -214,9 +223,9 @@ int code_tiles_row(const uint8_t *codes, const uint16_t *scales, int64_t k, int6
    m, codes) or Q8_0 (8: d, 32 signed codes), as the file stores them. GGML's 4-bit byte j holds
    column j (low nibble) and column j + 16 (high nibble), which is what the 4-bit tile keeps in a
    byte, so each row's 4 bytes from j = 4 i move as one word. codes and scales hold n rounded up to
-   16 rows; the padding rows are zero. Q4_0's min is -8 d and Q8_0's -128 d (its codes made unsigned
-   by flipping their top bit): exact in float16 short of overflow, as in PyTorch. Returns 0, or 1 for
-   an unknown kind. */
+   16 rows; the padding rows are zero. Q4_0's min is -8 d: exact in float16 short of overflow, as in
+   PyTorch. Q8_0's codes are made unsigned by flipping their top bit (its min, -128 d, is not stored).
+   Returns 0, or 1 for an unknown kind. */
 int code_tiles_from_blocks(const uint8_t *blocks, int64_t n, int64_t k, int kind, uint8_t *codes,
                            uint16_t *scales, int threads) {
     const int64_t n_blocks = k / BLOCK, n_tiles = (n + TILE - 1) / TILE;
@@ -226,18 +235,20 @@ int code_tiles_from_blocks(const uint8_t *blocks, int64_t n, int64_t k, int kind
     const int bits = kind == 8 ? 8 : 4, words = bits == 8 ? 8 : 4, code_start = kind == 3 ? 4 : 2;
     const int64_t block_out = TILE * BLOCK * bits / 8;
     const uint32_t flip = bits == 8 ? 0x80808080u : 0;
-    const float min_factor = kind == 2 ? -8.0f : -128.0f;
+    const int64_t scales_out = block_scales(bits);
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t t = 0; t < n_tiles; t++) {
         for (int64_t g = 0; g < n_blocks; g++) {
             uint32_t *out = (uint32_t *)(codes + (t * n_blocks + g) * block_out);
-            uint16_t *d_out = scales + (t * n_blocks + g) * 2 * TILE, *m_out = d_out + TILE;
+            uint16_t *d_out = scales + (t * n_blocks + g) * scales_out, *m_out = d_out + TILE;
             for (int r = 0; r < TILE; r++) {
                 const int64_t row = t * TILE + r;
                 if (row >= n) {
                     for (int i = 0; i < words; i++)
                         out[i * TILE + r] = 0;
-                    d_out[r] = m_out[r] = 0;
+                    d_out[r] = 0;
+                    if (bits == 4)
+                        m_out[r] = 0;
                     continue;
                 }
                 const uint8_t *block = blocks + (row * n_blocks + g) * block_in;
@@ -246,8 +257,8 @@ int code_tiles_from_blocks(const uint8_t *blocks, int64_t n, int64_t k, int kind
                 d_out[r] = d;
                 if (kind == 3)
                     memcpy(&m_out[r], block + 2, 2);
-                else
-                    m_out[r] = _cvtss_sh(min_factor * _cvtsh_ss(d), _MM_FROUND_TO_NEAREST_INT);
+                else if (kind == 2)
+                    m_out[r] = _cvtss_sh(-8.0f * _cvtsh_ss(d), _MM_FROUND_TO_NEAREST_INT);
                 for (int i = 0; i < words; i++) {
                     uint32_t word;
                     memcpy(&word, block + code_start + 4 * i, 4);

@@ -28,13 +28,21 @@ def block_bytes(bits: int) -> int:
     return TILE * BLOCK * bits // 8
 
 
-def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """codes (N, K) unsigned (0..15 or 0..255), d and m (N, K/32) with w = d codes + m -> the tiled
-    codes (N'/16, K/32, bytes) uint8 and scales (N'/16, K/32, 2, 16) float16, N' = N rounded up to 16
-    (padding rows are zero)."""
+def scales_per_block(bits: int) -> int:
+    """Float16 scales per row and block: d and m for 4-bit codes; d alone for 8-bit ones, whose m is
+    -128 d (the codes are Q8_0's made unsigned), computed rather than held."""
+    return 2 if bits == 4 else 1
+
+
+def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, bits: int) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    """codes (N, K) unsigned (0..15 or 0..255), d and m (N, K/32) with w = d codes + m (8-bit codes:
+    m None, as it is -128 d) -> the tiled codes (N'/16, K/32, bytes) uint8 and scales
+    (N'/16, K/32, 2 or 1, 16) float16, N' = N rounded up to 16 (padding rows are zero)."""
     n, k = codes.shape
     padded = -(-n // TILE) * TILE
-    codes, scales = codes.to(torch.uint8), torch.stack((d, m), dim=2).to(torch.float16)  # (N, K/32, 2)
+    held = (d, m) if bits == 4 else (d,)
+    codes, scales = codes.to(torch.uint8), torch.stack(held, dim=2).to(torch.float16)  # (N, K/32, 2 or 1)
     if padded != n:
         codes = torch.nn.functional.pad(codes, (0, 0, 0, padded - n))
         scales = torch.nn.functional.pad(scales, (0, 0, 0, 0, 0, padded - n))
@@ -45,7 +53,7 @@ def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int) -
         halves = codes.view(tiles, TILE, blocks, 2, 4, 4)
         tiled = (halves[:, :, :, 0] | (halves[:, :, :, 1] << 4)).permute(0, 2, 3, 1, 4)
     tiled = tiled.reshape(tiles, blocks, block_bytes(bits))
-    return tiled, scales.view(tiles, TILE, blocks, 2).permute(0, 2, 3, 1).contiguous()
+    return tiled, scales.view(tiles, TILE, blocks, len(held)).permute(0, 2, 3, 1).contiguous()
 
 
 # GGML's type codes for the block formats code_tiles.c reads (ggml.h)
@@ -62,7 +70,7 @@ def tiles_from_blocks(raw: torch.Tensor, kind: str, k: int) -> tuple[torch.Tenso
                          f"not {tuple(raw.shape)} {raw.dtype}")
     bits, tiles, blocks = 8 if kind == "Q8_0" else 4, -(-n // TILE), k // BLOCK
     tiled = torch.empty(tiles, blocks, block_bytes(bits), dtype=torch.uint8)
-    scales = torch.empty(tiles, blocks, 2, TILE, dtype=torch.float16)
+    scales = torch.empty(tiles, blocks, scales_per_block(bits), TILE, dtype=torch.float16)
     raw = raw.contiguous()
     if library().code_tiles_from_blocks(raw.data_ptr(), n, k, GGML_KINDS[kind], tiled.data_ptr(), scales.data_ptr(),
                                         torch.get_num_threads()):
@@ -87,7 +95,7 @@ def tile_rows(tiled: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, bits
         return out
     lanes = tiled.view(tiles, blocks, -1, TILE, 4)  # (tiles, K/32, 8 or 4, 16 rows, 4)
     data = lanes[ids // TILE, :, :, ids % TILE]  # (n, K/32, 8 or 4, 4)
-    picked = scales[ids // TILE, :, :, ids % TILE]  # (n, K/32, 2)
+    picked = scales[ids // TILE, :, :, ids % TILE]  # (n, K/32, 2 or 1)
     return _weights(data, picked, bits)
 
 
@@ -95,18 +103,19 @@ def from_tiles(tiled: torch.Tensor, scales: torch.Tensor, bits: int, n: int) -> 
     """The whole (n, K) matrix as float32 (a long input's dense product)."""
     tiles, blocks = tiled.shape[:2]
     data = tiled.view(tiles, blocks, -1, TILE, 4).permute(0, 3, 1, 2, 4)  # (tiles, 16 rows, K/32, 8 or 4, 4)
-    rows = scales.permute(0, 3, 1, 2).reshape(tiles * TILE, blocks, 2)
+    rows = scales.permute(0, 3, 1, 2).reshape(tiles * TILE, blocks, scales_per_block(bits))
     return _weights(data.reshape(tiles * TILE, blocks, -1, 4), rows, bits)[:n]
 
 
 def _weights(data: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
-    """Rows' code bytes (n, K/32, 8 or 4, 4) and scales (n, K/32, 2) -> w = d c + m, float32 (n, K)."""
+    """Rows' code bytes (n, K/32, 8 or 4, 4) and scales (n, K/32, 2 or 1) -> w = d c + m, float32 (n, K)."""
     if bits == 4:  # low nibbles are columns 0..15 of a block, high ones 16..31
         data = torch.stack((data & 15, data >> 4), dim=2)  # (n, K/32, 2, 4, 4)
     n, blocks = data.shape[:2]
     w = data.reshape(n, blocks, BLOCK).float()
-    scales = scales.float()
-    w.mul_(scales[:, :, :1]).add_(scales[:, :, 1:])
+    d = scales[:, :, :1].float()
+    m = scales[:, :, 1:].float() if bits == 4 else -128 * d
+    w.mul_(d).add_(m)
     return w.view(n, blocks * BLOCK)
 
 

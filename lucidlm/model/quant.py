@@ -293,14 +293,14 @@ class CodeTiles(QuantizedMatrix):
         """tiled and scales in code_tiles' layout, of a (N, K) matrix (`CodeTiles.of` makes them)."""
         super().__init__(shape, source_type)
         self.bits = bits
-        self.form = f"int{bits} in 16-row tiles, a scale and min per 32"
+        self.form = f"int{bits} in 16-row tiles, a scale{' and min' if bits == 4 else ''} per 32"
         self.register_buffer("tiled", tiled)  # (N'/16, K/32, 256 or 512) uint8
-        # (N'/16, K/32, 2, 16) float16, held as its bits: model.to(dtype) converts floating buffers only
+        # (N'/16, K/32, 2 or 1, 16) float16, held as its bits: model.to(dtype) converts floating buffers only
         self.register_buffer("scale_bits", scales.view(torch.int16))
 
     @staticmethod
     def of(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int, source_type: str) -> "CodeTiles":
-        """codes (N, K) unsigned, d and m (N, K/32): w = d codes + m."""
+        """codes (N, K) unsigned, d and m (N, K/32): w = d codes + m (8-bit codes: m None, -128 d)."""
         return CodeTiles(*code_tiles.to_tiles(codes, d, m, bits), tuple(codes.shape), bits, source_type)
 
     @staticmethod
@@ -366,7 +366,7 @@ def _from_block_rows(raw: torch.Tensor, kind: str, width: int, tiles: bool) -> Q
     codes = codes.reshape(len(raw), width)
     if tiles and kind == "Q8_0":  # unsigned codes for vpdpbusd: d q = d (q + 128) - 128 d
         # q + 128 as a byte is q's two's complement byte with its top bit flipped: one pass, no widening
-        return CodeTiles.of(codes.view(torch.uint8) ^ 128, d, -128 * d, 8, kind)
+        return CodeTiles.of(codes.view(torch.uint8) ^ 128, d, None, 8, kind)
     if tiles:
         return CodeTiles.of(codes, d, m, 4, kind)
     if kind == "Q8_0":
@@ -380,9 +380,9 @@ def form_bytes(form: str, shape: tuple[int, int]) -> int:
     padded = -(-n // INT4_ROWS_PER_PACK) * INT4_ROWS_PER_PACK
     int4 = padded * k // 2 + padded * (k // GROUP) * 2 * 2  # codes, a bf16 scale and zero per group
     tiled = -(-n // code_tiles.TILE) * code_tiles.TILE
-    scales = tiled * (k // GROUP) * 2 * 2  # a float16 scale and min per block
+    scales = tiled * (k // GROUP) * 2  # a float16 scale per block (int4 tiles: and a min)
     return {"int4": int4, "int8 groups": 2 * int4, "int8": n * k + n * 2,  # int8: a bf16 scale per row
-            "int4 tiles": tiled * k // 2 + scales, "int8 tiles": tiled * k + scales}[form]
+            "int4 tiles": tiled * k // 2 + 2 * scales, "int8 tiles": tiled * k + scales}[form]
 
 
 def quantize_matrix(w: torch.Tensor, form: str, source_type: str) -> QuantizedMatrix:
