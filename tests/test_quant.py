@@ -96,11 +96,12 @@ def test_q8_0_tiles_hold_a_scale_whose_min_float16_could_not():
 def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
     """The loader's one pass from the file's bytes to tiles (code_tiles.c) against to_tiles of the
     decoded codes, byte for byte: codes, float16 scales and mins (Q4_0's -8 d, past float16's range
-    in one block; Q8_0 holds no min) and the zero padding rows."""
+    in one block, in C as in PyTorch: from_blocks keeps such a matrix out of tiles; Q8_0 holds no
+    min) and the padding rows, zero even in buffers that held other bytes before."""
     if not tiles_available():
         pytest.skip(f"lucidlm's C kernel does not run here: {code_tiles.why_not()}")
     w = np.random.default_rng(4).standard_normal((rows, 160)).astype(np.float32)
-    w[0, :32] *= 60000  # a block whose d times -8 overflows float16, in C as in PyTorch
+    w[0, :32] *= 60000  # a block whose d times -8 overflows float16
     with np.errstate(over="ignore"):  # Q4_1's min overflows in gguf's own rounding
         raw = torch.from_numpy(quantize(w, qtype))
     tiled, scales = code_tiles.tiles_from_blocks(raw, qtype.name, 160)
@@ -111,6 +112,10 @@ def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
     want_tiled, want_scales = code_tiles.to_tiles(codes, d, m, 8 if qtype == Q.Q8_0 else 4)
     assert torch.equal(tiled, want_tiled)
     assert torch.equal(scales.view(torch.int16), want_scales.view(torch.int16))
+    stale_tiled, stale_scales = torch.full_like(tiled, 255), torch.full_like(scales.view(torch.int16), -1)
+    code_tiles.library().code_tiles_from_blocks(raw.data_ptr(), rows, 160, code_tiles.GGML_KINDS[qtype.name],
+                                                stale_tiled.data_ptr(), stale_scales.data_ptr(), 2)
+    assert torch.equal(stale_tiled, want_tiled) and torch.equal(stale_scales, want_scales.view(torch.int16))
     with pytest.raises(ValueError, match=f"{qtype.name} blocks of 192 columns"):
         code_tiles.tiles_from_blocks(raw, qtype.name, 192)
 
@@ -120,15 +125,18 @@ def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
 def test_the_c_kernel_multiplies_by_the_activations_rounded_to_int8(qtype, rows):
     """What the C kernel computes, written in PyTorch: x rounded to int8 per 32 (llama.cpp's Q8
     activations) times the file's weights, one row at a time and 4 at once (a prompt's rows, 41:
-    ten fours and one). A residual add (`into`) adds the same product."""
+    ten fours and one), the two ways bit for bit. A residual add (`into`) adds the same product."""
     if not tiles_available():
         pytest.skip(f"lucidlm's C kernel does not run here: {code_tiles.why_not()}")
     w = np.random.default_rng(2).standard_normal((192, 128)).astype(np.float32)
     matrix = from_blocks(torch.from_numpy(quantize(w, qtype)), qtype.name, w.shape, tiles=True)
+    torch.manual_seed(rows)
     x = torch.randn(rows, 128) * torch.tensor([30.0] + [1.0] * 127)  # an outlier channel, as real models have
     assert matrix.uses_kernel(x)
     want = code_tiles.rounded_activations(x) @ matrix.dequantize().t()
-    torch.testing.assert_close(matrix.matmul(x), want, rtol=0, atol=1e-5 * want.abs().max().item())
+    got = matrix.matmul(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * want.abs().max().item())
+    assert torch.equal(got, torch.cat([matrix.matmul(row[None]) for row in x]))
     residual = torch.randn(rows, 192)
     added = code_tiles.matmul(x, matrix.tiled, matrix.scales, matrix.bits, into=residual.clone())
     torch.testing.assert_close(added, residual + want, rtol=0, atol=1e-5 * want.abs().max().item())
@@ -347,3 +355,33 @@ def test_a_block_with_an_infinite_or_nan_scale_is_refused_at_load(qtype, half, b
             blocks.check_finite("blk.0.x", "m.gguf")
     else:
         blocks.check_finite("blk.0.x", "m.gguf")
+
+
+def test_a_q4_0_scale_whose_min_float16_cannot_hold_keeps_the_matrix_out_of_tiles():
+    """A Q4_0 tile holds -8 d in float16: past |d| = 8188 that is infinite, so such a matrix takes
+    PyTorch's int4 form (bfloat16 scales), whose weights stay within its rounding of the file's."""
+    w = np.random.default_rng(7).standard_normal((32, 64)).astype(np.float32)
+    w[5, 32:] *= 60000  # d near 12,000
+    raw = quantize(w, Q.Q4_0)
+    exact = torch.from_numpy(dequantize(raw, Q.Q4_0))
+    matrix = from_blocks(torch.from_numpy(raw), "Q4_0", w.shape, tiles=True)
+    assert not isinstance(matrix, CodeTiles)
+    held = matrix.dequantize()
+    assert torch.isfinite(held).all()
+    assert ((held - exact).abs() <= 2 ** -8 * exact.abs().amax(dim=1, keepdim=True) * 2).all()
+    ordinary = from_blocks(torch.from_numpy(quantize(w[:4], Q.Q4_0)), "Q4_0", (4, 64), tiles=True)
+    assert isinstance(ordinary, CodeTiles)
+
+
+def test_an_input_that_needs_gradients_takes_the_plain_path():
+    """The C kernel has no backward: an input that requires grad (LoRA on a quantized base) goes
+    through the dequantized matrix, with its gradient; without grad the kernel serves."""
+    w = np.random.default_rng(8).standard_normal((48, 64)).astype(np.float32)
+    matrix = from_blocks(torch.from_numpy(quantize(w, Q.Q4_1)), "Q4_1", w.shape, tiles=True)
+    x = torch.randn(20, 64, requires_grad=True)
+    assert matrix.uses_kernel(x) == tiles_available()  # this file runs without autograd
+    with torch.enable_grad():
+        out = matrix.matmul(x)
+        assert out.requires_grad and not matrix.uses_kernel(x)
+        out.sum().backward()
+    torch.testing.assert_close(x.grad, matrix.dequantize().sum(dim=0).expand(20, 64))

@@ -251,17 +251,33 @@ def small_gguf_meta(**changes):
     return {**meta, **changes}
 
 
-@pytest.mark.parametrize("source", ["SmolLM2", "small"])
-def test_a_gguf_tokenizer_reads_as_one_token_at_a_time_would(source, smollm_path):
+def collided_meta():
+    """An empty token, a special token whose text an ordinary token has too (as text it names the
+    first of them), and a merge of a special token's text."""
+    meta = small_gguf_meta()
+    tokens, types = list(meta["tokenizer.ggml.tokens"]) + ["", "he", "<|im_start|>"], [*meta["tokenizer.ggml.token_type"],
+                                                                                     1, 3, 1]
+    return {**meta, "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": ["Ġ t", "h e", "Ġt he", "<|im_start|> h"]}
+
+
+@pytest.mark.parametrize("source", ["SmolLM2", "small", "no merges", "collided"])
+def test_a_gguf_tokenizer_reads_as_one_token_at_a_time_would(source, request):
     """Special tokens (one with a space), a text given twice (its first id is the one merges
-    name), a pair merged twice, and SmolLM2's 49,152 tokens and 48,900 merges."""
+    name), a pair merged twice, no merges at all, an empty token, a special token's text given to
+    an ordinary token too, and SmolLM2's 49,152 tokens and 48,900 merges."""
     from lucidlm.gguf_file import read_metadata
     from lucidlm.tokenizer.files import gguf_tokenizer_data
 
-    meta = read_metadata(smollm_path) if source == "SmolLM2" else small_gguf_meta()
+    meta = {"SmolLM2": lambda: read_metadata(request.getfixturevalue("smollm_path")), "small": small_gguf_meta,
+            "no merges": lambda: small_gguf_meta(**{"tokenizer.ggml.merges": []}), "collided": collided_meta}[source]()
     data = gguf_tokenizer_data(meta, "m.gguf")
     vocab, merges, specials = one_token_at_a_time(meta)
     assert data["tokens"] == vocab and data["merges"] == merges and data["special_tokens"] == specials
+    if source == "collided":  # the last merge makes b"<|im_start|>h", which no token is
+        with pytest.raises(FormatError, match=r"merge #3 makes b'<\|im_start\|>h', which is not in the vocab"):
+            Tokenizer.from_dict(data)
+        return
     tok = Tokenizer.from_dict(data)
     assert tok.vocab == vocab and tok.merges == merges
     first_rank = {}
@@ -293,8 +309,30 @@ def test_a_gguf_tokenizer_that_does_not_add_up_is_refused_by_name(changes, messa
     ([(97, 98), (97, 300)], r"merge #1 \(97, 300\) refers to a token outside"),
     ([(97, 98), (-1, 98)], r"merge #1 \(-1, 98\) refers to a token outside"),
     ([(97, 98), (98, 97)], r"merge #1 makes b'ba', which is not in the vocabulary"),
+    ([(98, 97), (97, 300)], r"merge #0 makes b'ba', which is not in the vocabulary"),  # the first bad one
+    ([(97, 300), (98, 97)], r"merge #0 \(97, 300\) refers to a token outside"),
 ])
 def test_merges_a_vocabulary_cannot_hold_are_refused_by_rank(merges, message):
     vocab = [bytes([b]) for b in range(256)] + [b"ab"]
     with pytest.raises(FormatError, match=message):
         Tokenizer(vocab, merges, PreTokenizer.named("gpt2"))
+
+
+def test_the_in_memory_form_is_checked_and_no_file_may_use_it(trained, tmp_path):
+    """Readers give every token's bytes as `tokens`; from_dict checks their count and that each
+    special token's id holds its text. A file (our format) lists base tokens and cannot say `tokens`."""
+    from lucidlm.tokenizer.our_format import bpe_data
+
+    vocab = [bytes([b]) for b in range(256)] + [b"<s>"]
+    data = bpe_data(vocab, [], PreTokenizer.named("gpt2"), {"<s>": 256}, "mem")
+    assert Tokenizer.from_dict(data).special_tokens == {"<s>": 256}
+    with pytest.raises(FormatError, match="the tokens are not 258 byte strings"):
+        Tokenizer.from_dict({**data, "vocab_size": 258})
+    with pytest.raises(FormatError, match="special token '<t>' has id 256, which is out of range or another"):
+        Tokenizer.from_dict({**data, "special_tokens": {"<t>": 256}})
+    trained.save(tmp_path)
+    path = tmp_path / "lucidlm-tokenizer.json"
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**saved, "tokens": []}), encoding="utf-8")
+    with pytest.raises(FormatError, match="lists base_tokens, not tokens"):
+        Tokenizer.from_file(tmp_path)

@@ -39,6 +39,8 @@ def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, bits:
     """codes (N, K) unsigned (0..15 or 0..255), d and m (N, K/32) with w = d codes + m (8-bit codes:
     m None, as it is -128 d) -> the tiled codes (N'/16, K/32, bytes) uint8 and scales
     (N'/16, K/32, 2 or 1, 16) float16, N' = N rounded up to 16 (padding rows are zero)."""
+    if (bits == 8) != (m is None):
+        raise ValueError("8-bit tiles take no min (it is -128 d); 4-bit tiles need one")
     n, k = codes.shape
     padded = -(-n // TILE) * TILE
     held = (d, m) if bits == 4 else (d,)
@@ -124,7 +126,8 @@ def rounded_activations(x: torch.Tensor) -> torch.Tensor:
     block's largest magnitude at 127 (llama.cpp's Q8 activations), given back as float32."""
     blocks = x.float().view(x.shape[0], -1, BLOCK)
     d = blocks.abs().amax(dim=2, keepdim=True) / 127
-    return (torch.round(blocks / torch.where(d > 0, d, 1)) * d).view(x.shape)
+    inverse = torch.where(d > 0, 1 / d, 0)  # times the reciprocal, as the C kernel does: x / d can round apart
+    return (torch.round(blocks * inverse) * d).view(x.shape)
 
 
 def matmul(x: torch.Tensor, tiled: torch.Tensor, scales: torch.Tensor, bits: int,

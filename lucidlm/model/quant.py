@@ -15,8 +15,10 @@ its dtype.
 Where lucidlm's own C kernel builds (code_tiles.py: x86-64 with AVX-512 VNNI and a C compiler), the
 file's Q4_0, Q4_1 and Q8_0 blocks go instead into CodeTiles, which multiply as llama.cpp does: the
 file's exact scales, activations rounded to int8 per 32, integer dot products. 2.5-3x faster than
-PyTorch's int4 kernel at batch 1 on SmolLM2's matrices. A large batch (a long prompt) dequantizes the matrix and uses dense BLAS, which the
-kernels cannot beat there. Block layouts: ggml/src/ggml-common.h (block_q8_0, block_q4_0, block_q4_1).
+PyTorch's int4 kernel at batch 1 on SmolLM2's matrices, and 1.7x faster than dense float32 BLAS on a
+512-token prompt. With PyTorch's kernels a large batch (a long prompt) dequantizes the matrix and
+uses dense BLAS, which those kernels cannot beat there. An input that needs gradients takes the
+plain path. Block layouts: ggml/src/ggml-common.h (block_q8_0, block_q4_0, block_q4_1).
 """
 
 from __future__ import annotations
@@ -285,8 +287,9 @@ class CodeTiles(QuantizedMatrix):
     def uses_kernel(self, x: torch.Tensor) -> bool:
         """Any number of rows: a prompt's too. code_tiles.c takes 4 rows per pass over a tile's codes,
         which makes a 512-token prompt 1.7x faster than dequantizing for dense BLAS (measured:
-        Q8_0 1000 against 570 tokens/s, Q4_1 950 against 490, SmolLM2 on 2 threads)."""
-        return self.kernel_available and x.device.type == "cpu"
+        Q8_0 1000 against 570 tokens/s, Q4_1 950 against 490, SmolLM2 on 2 threads). Not an input
+        that needs gradients (LoRA on a quantized base): the C call has none, the plain path does."""
+        return self.kernel_available and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
 
     def __init__(self, tiled: torch.Tensor, scales: torch.Tensor, shape: tuple[int, int], bits: int,
                  source_type: str) -> None:
@@ -354,11 +357,20 @@ def from_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int], tiles: boo
     if kind not in NATIVE:
         raise ValueError(f"no in-memory form reads {kind} blocks directly")
     tiles = tiles_available() if tiles is None else tiles
+    if tiles and kind == "Q4_0" and _q4_0_min_overflows(raw):
+        tiles = False  # PyTorch's int4 form holds it (in bfloat16, whose range is float32's)
     if tiles and tiles_available() and raw.device.type == "cpu":  # the bytes straight into tiles, in C
         return CodeTiles(*code_tiles.tiles_from_blocks(raw, kind, shape[1]), tuple(shape), 8 if kind == "Q8_0" else 4,
                          kind)
     parts = [_from_block_rows(raw[i:i + PACK_ROWS], kind, shape[1], tiles) for i in range(0, shape[0], PACK_ROWS)]
     return parts[0] if len(parts) == 1 else type(parts[0]).cat_rows(parts)
+
+
+def _q4_0_min_overflows(raw: torch.Tensor) -> bool:
+    """Whether a Q4_0 block's scale d is so large that the min its tile holds, -8 d in float16,
+    would be infinite (|d| > 65504 / 8: no real model's, but a file may say so)."""
+    halves = raw.contiguous().view(torch.int16).view(raw.shape[0], -1, BLOCK_BYTES["Q4_0"] // 2)[:, :, 0]
+    return bool((halves.view(torch.float16).float().abs() > 65504 / 8).any())
 
 
 def _from_block_rows(raw: torch.Tensor, kind: str, width: int, tiles: bool) -> QuantizedMatrix:

@@ -38,7 +38,7 @@ OUR_VOCAB_FILE = "lucidlm-tokenizer.vocab"
 def read_tokenizer_data(path: str | os.PathLike | Location, required: bool = True,
                         **options: Any) -> dict[str, Any] | None:
     """Our-format dict of the tokenizer at `path` (a file, a folder, a model, a hub id), for
-    tokenizer_from_dict: in memory, so a BPE's base tokens may be bytes (to_dict writes hex). Options
+    tokenizer_from_dict: in memory, so a BPE reader gives every token's bytes as `tokens` (our_format.py). Options
     fill in what a format does not store (tiktoken: pattern, special_tokens, eos_token; GGUF:
     pre_tokenizer). required=False: None when a model comes without a tokenizer."""
     location = path if isinstance(path, Location) else locate(path)
@@ -82,6 +82,8 @@ def read_ours(path: str | os.PathLike, **_: Any) -> dict[str, Any]:
         raise FormatError(f"{path}: unknown tokenizer kind {data.get('format')!r}")
     if data.get("version") != FORMAT_VERSION:
         raise FormatError(f"{path}: unsupported tokenizer format version {data.get('version')!r}")
+    if "tokens" in data:  # the readers' in-memory form, never a file's: a file lists base tokens
+        raise FormatError(f"{path}: a lucidlm tokenizer file lists base_tokens, not tokens")
     return {**data, "origin": str(path)}
 
 
@@ -366,17 +368,15 @@ def gguf_tokenizer_data(meta: dict[str, Any], origin: str, pre_tokenizer: str | 
         specials[tokens[i]] = i
         vocab[i] = tokens[i].encode("utf-8")
     ids = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))  # a repeated text: its first id
-    try:
+    try:  # every merge is two tokens and one space: the joined text splits into their pairs
         if set(map(str.count, merges_text, repeat(" "))) - {1}:
             raise ValueError("a merge is not two tokens")
-        merge_ids = iter(list(map(ids.__getitem__, " ".join(merges_text).split(" "))))
+        merge_ids = iter(list(map(ids.__getitem__, " ".join(merges_text).split(" ")))) if merges_text else iter(())
         merges = list(zip(merge_ids, merge_ids))
     except (KeyError, ValueError):  # find the first bad one, for the message
-        for n, merge in enumerate(merges_text):
-            parts = merge.split(" ")
-            if len(parts) != 2 or parts[0] not in ids or parts[1] not in ids:
-                raise FormatError(f"{origin}: merge #{n} {merge!r} uses a token not in the vocabulary") from None
-        raise
+        n, merge = next((n, merge) for n, merge in enumerate(merges_text)
+                        if len(parts := merge.split(" ")) != 2 or parts[0] not in ids or parts[1] not in ids)
+        raise FormatError(f"{origin}: merge #{n} {merge!r} uses a token not in the vocabulary") from None
 
     def token(key: str) -> str | None:
         i = meta.get(f"tokenizer.ggml.{key}_token_id")

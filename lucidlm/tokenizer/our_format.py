@@ -42,8 +42,9 @@ def vocab_and_merges(data: dict[str, Any], origin: str) -> tuple[list[bytes], li
         if len(vocab) != size or not set(map(type, vocab)) <= {bytes}:
             raise FormatError(f"{origin}: the tokens are not {size} byte strings")
         for text, i in data["special_tokens"].items():
-            if not isinstance(i, int) or not 0 <= i < size:
-                raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range")
+            if not isinstance(i, int) or not 0 <= i < size or vocab[i] != text.encode("utf-8"):
+                raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range or "
+                                  f"another token")
         return vocab, list(map(tuple, data["merges"]))
     defined = len(data["base_tokens"]) + len(data["merges"]) + len(data["special_tokens"])
     if not 0 < size <= defined:  # before allocating: a vocab_size of 10**9 is not 10**9 tokens
@@ -53,8 +54,7 @@ def vocab_and_merges(data: dict[str, Any], origin: str) -> tuple[list[bytes], li
         i = int(key)
         if key != str(i) or not 0 <= i < size:  # "0104" or "-3" would name another token silently
             raise FormatError(f"{origin}: base token key {key!r} is not a token id below {size}")
-        # hex text in a file; bytes from a reader, in memory
-        vocab[i] = token if isinstance(token, bytes) else bytes.fromhex(token)
+        vocab[i] = bytes.fromhex(token)
     for text, i in data["special_tokens"].items():
         if not isinstance(i, int) or not 0 <= i < size or vocab[i] is not None:
             raise FormatError(f"{origin}: special token {text!r} has id {i!r}, which is out of range or already "

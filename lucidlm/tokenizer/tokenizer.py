@@ -88,15 +88,17 @@ class Tokenizer:
             pairs = list(map(tuple, merges))
             n = len(self.vocab)
             ends = list(chain.from_iterable(pairs))
+            outside = len(pairs)  # the first merge naming a token outside the vocabulary, if any
             if ends and (min(ends) < 0 or max(ends) >= n):
-                rank, (a, b) = next((r, p) for r, p in enumerate(pairs) if not (0 <= p[0] < n and 0 <= p[1] < n))
-                raise FormatError(f"merge #{rank} ({a}, {b}) refers to a token outside the vocabulary")
+                outside = next(r for r, (a, b) in enumerate(pairs) if not (0 <= a < n and 0 <= b < n))
             vocab, find = self.vocab, self.token_ids.get
-            self.merge_results = [find(vocab[a] + vocab[b]) for a, b in pairs]
-            if None in self.merge_results:
+            self.merge_results = [find(vocab[a] + vocab[b]) for a, b in pairs[:outside]]
+            if None in self.merge_results:  # the first bad merge is reported, whichever way it is bad
                 rank = self.merge_results.index(None)
                 made = vocab[pairs[rank][0]] + vocab[pairs[rank][1]]
                 raise FormatError(f"merge #{rank} makes {made!r}, which is not in the vocabulary")
+            if outside < len(pairs):
+                raise FormatError(f"merge #{outside} {pairs[outside]} refers to a token outside the vocabulary")
             # a pair merged twice keeps its first rank
             self.ranks = dict(zip(reversed(pairs), range(len(pairs) - 1, -1, -1)))
         else:
