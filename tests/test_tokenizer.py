@@ -255,8 +255,8 @@ def collided_meta():
     """An empty token, a special token whose text an ordinary token has too (as text it names the
     first of them), and a merge of a special token's text."""
     meta = small_gguf_meta()
-    tokens, types = list(meta["tokenizer.ggml.tokens"]) + ["", "he", "<|im_start|>"], [*meta["tokenizer.ggml.token_type"],
-                                                                                     1, 3, 1]
+    tokens = [*meta["tokenizer.ggml.tokens"], "", "he", "<|im_start|>"]
+    types = [*meta["tokenizer.ggml.token_type"], 1, 3, 1]
     return {**meta, "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
             "tokenizer.ggml.merges": ["Ġ t", "h e", "Ġt he", "<|im_start|> h"]}
 

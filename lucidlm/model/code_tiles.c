@@ -12,7 +12,8 @@
             for column 16 + 4 i + b in its high nibble                      (i = 0..3)
    scales, for tile t and block g: 16 float16 d (rows 0..15), then, for 4-bit codes, 16 float16 m.
    8-bit codes are unsigned (c = q + 128, so m = -128 d, computed rather than stored: a Q8_0 matrix
-   moves as many bytes as its file holds), because vpdpbusd multiplies unsigned bytes by signed ones. lucidlm/model/code_tiles.py builds these arrays and holds the plain path. */
+   moves as many bytes as its file holds), because vpdpbusd multiplies unsigned bytes by signed ones.
+   lucidlm/model/code_tiles.py builds these arrays and holds the plain path. */
 
 #include <immintrin.h>
 #include <math.h>

@@ -302,7 +302,7 @@ class CodeTiles(QuantizedMatrix):
         self.register_buffer("scale_bits", scales.view(torch.int16))
 
     @staticmethod
-    def of(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int, source_type: str) -> "CodeTiles":
+    def of(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, bits: int, source_type: str) -> "CodeTiles":
         """codes (N, K) unsigned, d and m (N, K/32): w = d codes + m (8-bit codes: m None, -128 d)."""
         return CodeTiles(*code_tiles.to_tiles(codes, d, m, bits), tuple(codes.shape), bits, source_type)
 
