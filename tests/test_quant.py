@@ -113,7 +113,7 @@ def test_c_lays_a_files_blocks_out_as_the_pytorch_tiling_does(qtype, rows):
     assert torch.equal(tiled, want_tiled)
     assert torch.equal(scales.view(torch.int16), want_scales.view(torch.int16))
     stale_tiled, stale_scales = torch.full_like(tiled, 255), torch.full_like(scales.view(torch.int16), -1)
-    code_tiles.library().code_tiles_from_blocks(raw.data_ptr(), rows, 160, code_tiles.GGML_KINDS[qtype.name],
+    code_tiles.library().code_tiles_from_blocks(raw.data_ptr(), rows, 160, code_tiles.GGML_KINDS[qtype.name][0],
                                                 stale_tiled.data_ptr(), stale_scales.data_ptr(), 2)
     assert torch.equal(stale_tiled, want_tiled) and torch.equal(stale_scales, want_scales.view(torch.int16))
     with pytest.raises(ValueError, match=f"{qtype.name} blocks of 192 columns"):

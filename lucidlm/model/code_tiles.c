@@ -32,7 +32,9 @@
    token; 2-8 KiB ahead all do about as well). */
 #define PREFETCH 4096
 
-/* float16 scales per tile and block: d for each of the 16 rows, and m for 4-bit codes */
+/* Bytes of codes per tile and block (16 rows x 32 codes), and float16 scales per tile and block: d for
+   each of the 16 rows, and m for 4-bit codes. */
+static inline int64_t block_codes(int bits) { return TILE * BLOCK * bits / 8; }
 static inline int64_t block_scales(int bits) { return bits == 4 ? 2 * TILE : TILE; }
 
 /* A block's 16 d and 16 m, from its scales (s) */
@@ -61,7 +63,7 @@ static void round_activations(const float *x, int64_t k, int8_t *xq, float *dx, 
 /* One tile's 16 outputs for one activation row. */
 static __m512 tile_dot(const uint8_t *codes, const uint16_t *scales, int64_t blocks, int bits,
                        const int8_t *xq, const float *dx, const float *dx_sum) {
-    const int64_t block_bytes = bits == 4 ? 256 : 512;
+    const int64_t block_bytes = block_codes(bits);
     const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t g = 0; g < blocks; g++) {
@@ -105,7 +107,7 @@ static __m512 tile_dot(const uint8_t *codes, const uint16_t *scales, int64_t blo
 #define ROWS 4
 static void tile_dot_rows(const uint8_t *codes, const uint16_t *scales, int64_t blocks, int bits, const int8_t *xq,
                           int64_t k, const float *dx, const float *dx_sum, __m512 acc[ROWS]) {
-    const int64_t block_bytes = bits == 4 ? 256 : 512;
+    const int64_t block_bytes = block_codes(bits);
     const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
     for (int r = 0; r < ROWS; r++)
         acc[r] = _mm512_setzero_ps();
@@ -149,7 +151,7 @@ static void tiles_product(const int8_t *xq, const float *dx, const float *dx_sum
                           const uint8_t *codes, const uint16_t *scales, int64_t n_tiles, int bits, float *out,
                           int accumulate) {
     const int64_t blocks = k / BLOCK;
-    const int64_t tile_bytes = blocks * (bits == 4 ? 256 : 512), tile_scales = blocks * block_scales(bits);
+    const int64_t tile_bytes = blocks * block_codes(bits), tile_scales = blocks * block_scales(bits);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tiles; t++) {
         int64_t r = 0;
@@ -198,10 +200,10 @@ int code_tiles_matmul(const float *x, int64_t rows, int64_t k, const uint8_t *co
    that row's bytes (code_tiles.py's tile_rows is the same in PyTorch, for any number of rows). */
 int code_tiles_row(const uint8_t *codes, const uint16_t *scales, int64_t k, int64_t row, int bits, float *out) {
     const int64_t blocks = k / BLOCK, t = row / TILE, r = row % TILE;
-    const uint8_t *tile = codes + t * blocks * (bits == 4 ? 256 : 512);
+    const uint8_t *tile = codes + t * blocks * block_codes(bits);
     const uint16_t *tile_scales = scales + t * blocks * block_scales(bits);
     for (int64_t g = 0; g < blocks; g++) {
-        const uint8_t *c = tile + g * (bits == 4 ? 256 : 512);
+        const uint8_t *c = tile + g * block_codes(bits);
         const uint16_t *s = tile_scales + g * block_scales(bits);
         float d = _cvtsh_ss(s[r]), m = bits == 4 ? _cvtsh_ss(s[TILE + r]) : -128.0f * d;
         for (int j = 0; j < BLOCK; j++) {
@@ -234,7 +236,7 @@ int code_tiles_from_blocks(const uint8_t *blocks, int64_t n, int64_t k, int kind
     if (!block_in)
         return 1;
     const int bits = kind == 8 ? 8 : 4, words = bits == 8 ? 8 : 4, code_start = kind == 3 ? 4 : 2;
-    const int64_t block_out = TILE * BLOCK * bits / 8;
+    const int64_t block_out = block_codes(bits);
     const uint32_t flip = bits == 8 ? 0x80808080u : 0;
     const int64_t scales_out = block_scales(bits);
 #pragma omp parallel for schedule(static) num_threads(threads)

@@ -17,6 +17,7 @@ import functools
 
 import torch
 
+from ..gguf_file import GGML_TYPES
 from . import native
 
 BLOCK = 32  # weights per GGML block
@@ -58,23 +59,22 @@ def to_tiles(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, bits:
     return tiled, scales.view(tiles, TILE, blocks, len(held)).permute(0, 2, 3, 1).contiguous()
 
 
-# GGML's type codes for the block formats code_tiles.c reads (ggml.h)
-GGML_KINDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
-GGML_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+# The block formats code_tiles.c reads: name -> (GGML's type code, bytes per block of 32)
+GGML_KINDS = {name: (code, size) for code, (name, _, size) in GGML_TYPES.items() if name in ("Q4_0", "Q4_1", "Q8_0")}
 
 
 def tiles_from_blocks(raw: torch.Tensor, kind: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A file's blocks (N, K/32 * block bytes) uint8 -> what `to_tiles` makes of their decoded codes and
     scales (Q8_0's codes made unsigned), in one pass of the C kernel over the bytes."""
-    n = raw.shape[0]
-    if raw.dtype != torch.uint8 or raw.shape[1] != k // BLOCK * GGML_BLOCK_BYTES[kind]:
-        raise ValueError(f"{kind} blocks of {k} columns are (N, {k // BLOCK * GGML_BLOCK_BYTES[kind]}) uint8, "
-                         f"not {tuple(raw.shape)} {raw.dtype}")
+    n, (code, size) = raw.shape[0], GGML_KINDS[kind]
+    if raw.dtype != torch.uint8 or raw.shape[1] != k // BLOCK * size:
+        raise ValueError(f"{kind} blocks of {k} columns are (N, {k // BLOCK * size}) uint8, not {tuple(raw.shape)} "
+                         f"{raw.dtype}")
     bits, tiles, blocks = 8 if kind == "Q8_0" else 4, -(-n // TILE), k // BLOCK
     tiled = torch.empty(tiles, blocks, block_bytes(bits), dtype=torch.uint8)
     scales = torch.empty(tiles, blocks, scales_per_block(bits), TILE, dtype=torch.float16)
     raw = raw.contiguous()
-    if library().code_tiles_from_blocks(raw.data_ptr(), n, k, GGML_KINDS[kind], tiled.data_ptr(), scales.data_ptr(),
+    if library().code_tiles_from_blocks(raw.data_ptr(), n, k, code, tiled.data_ptr(), scales.data_ptr(),
                                         torch.get_num_threads()):
         raise ValueError(f"code_tiles.c does not read {kind} blocks")
     return tiled, scales

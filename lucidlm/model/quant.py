@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LucidError
+from ..gguf_file import GGML_TYPES
 from . import code_tiles
 
 GROUP = 32  # weights per GGML block, and per int4 group
@@ -42,7 +43,7 @@ NATIVE = {"Q4_0": "int4", "Q4_1": "int4", "Q8_0": "int8 groups"}
 CONVERTED = {"Q4_K": "int4", "Q3_K": "int4", "Q2_K": "int4", "Q5_0": "int8", "Q5_1": "int8", "Q5_K": "int8",
              "Q6_K": "int8"}
 TILED = {"Q4_0": "int4 tiles", "Q4_1": "int4 tiles", "Q8_0": "int8 tiles"}  # where CodeTiles can run
-BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+BLOCK_BYTES = {name: size for name, _, size in GGML_TYPES.values() if name in NATIVE}  # per block of 32
 
 
 def tiles_available() -> bool:
@@ -66,9 +67,11 @@ INT4_KERNEL = has_kernel("_weight_int4pack_mm_for_cpu")
 INT8_KERNEL = has_kernel("_weight_int8pack_mm")
 
 
-def _halves(raw: torch.Tensor, start: int) -> torch.Tensor:
-    """(N, B, bytes) blocks -> the float16 stored at byte `start` of each block, as float32 (N, B)."""
-    return raw[:, :, start:start + 2].contiguous().view(torch.float16)[:, :, 0].float()
+def block_scales(raw: torch.Tensor, kind: str) -> torch.Tensor:
+    """GGML blocks (N, K/32 * block bytes) uint8 -> the float16 scales at the head of each block where
+    they lie, no copy: (N, K/32, 1 or 2), d and Q4_1's m (a block is an even number of bytes)."""
+    halves = raw.contiguous().view(torch.int16).view(raw.shape[0], -1, BLOCK_BYTES[kind] // 2)
+    return halves[:, :, :2 if kind == "Q4_1" else 1].view(torch.float16)
 
 
 def _nibbles(raw: torch.Tensor, start: int) -> torch.Tensor:
@@ -81,14 +84,14 @@ def _nibbles(raw: torch.Tensor, start: int) -> torch.Tensor:
 def decode_blocks(raw: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """GGML blocks (N, K/32 * block bytes) uint8 -> (codes (N, K/32, 32), scale d (N, K/32), min m or
     None), with w = d * codes + m. Q4_0's codes are shifted by -8 into the min: m = -8d."""
-    rows = raw.shape[0]
-    blocks = raw.view(rows, -1, BLOCK_BYTES[kind])  # (N, B, bytes)
-    d = _halves(blocks, 0)
+    blocks = raw.view(raw.shape[0], -1, BLOCK_BYTES[kind])  # (N, B, bytes)
+    scales = block_scales(raw, kind).float()
+    d = scales[:, :, 0]
     if kind == "Q8_0":
         return blocks[:, :, 2:].contiguous().view(torch.int8), d, None
     if kind == "Q4_0":
         return _nibbles(blocks, 2), d, -8 * d
-    return _nibbles(blocks, 4), d, _halves(blocks, 2)  # Q4_1
+    return _nibbles(blocks, 4), d, scales[:, :, 1]  # Q4_1
 
 
 def dequantize_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int]) -> torch.Tensor:
@@ -369,8 +372,7 @@ def from_blocks(raw: torch.Tensor, kind: str, shape: tuple[int, int], tiles: boo
 def _q4_0_min_overflows(raw: torch.Tensor) -> bool:
     """Whether a Q4_0 block's scale d is so large that the min its tile holds, -8 d in float16,
     would be infinite (|d| > 65504 / 8: no real model's, but a file may say so)."""
-    halves = raw.contiguous().view(torch.int16).view(raw.shape[0], -1, BLOCK_BYTES["Q4_0"] // 2)[:, :, 0]
-    return bool((halves.view(torch.float16).float().abs() > 65504 / 8).any())
+    return bool((block_scales(raw, "Q4_0").float().abs() > 65504 / 8).any())
 
 
 def _from_block_rows(raw: torch.Tensor, kind: str, width: int, tiles: bool) -> QuantizedMatrix:

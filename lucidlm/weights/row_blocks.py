@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..errors import FormatError
-from ..model.quant import BLOCK_BYTES, CONVERTED, NATIVE, QuantizedMatrix, dequantize_blocks, form_of, \
+from ..model.quant import CONVERTED, NATIVE, QuantizedMatrix, block_scales, dequantize_blocks, form_of, \
     from_blocks, quantize_matrix
 
 QUANTIZABLE = tuple(NATIVE) + tuple(CONVERTED)
@@ -47,11 +47,9 @@ class RowBlocks:
 
     def check_finite(self, name: str, origin: str) -> None:
         """A flipped scale in a block is NaN or infinite; only the scales can be (codes are integers)."""
-        if self.native:  # blocks are an even number of bytes, so a row is whole int16s
-            halves = self.data.contiguous().view(torch.int16).view(self.shape[0], -1, BLOCK_BYTES[self.kind] // 2)
-            n_halves = 2 if self.kind == "Q4_1" else 1  # d, and Q4_1's m
-            # a float16 whose exponent bits are all ones is infinite or NaN: read in place, no copy
-            finite = not bool(((halves[:, :, :n_halves] & 0x7C00) == 0x7C00).any())
+        if self.native:  # a float16 whose exponent bits are all ones is infinite or NaN (isfinite: 1.7x slower)
+            bits = block_scales(self.data, self.kind).view(torch.int16)
+            finite = not bool(((bits & 0x7C00) == 0x7C00).any())
         else:
             finite = bool(torch.isfinite(self.data.sum()))
         if not finite:
